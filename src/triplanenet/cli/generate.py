@@ -1,0 +1,121 @@
+"""``triplanenet generate``: sample heads from a generator and write views, depth, meshes and orbit videos."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from triplanenet.cli.common import console, parse_floats, parse_int_ranges, progress, resolve_device, user_errors
+from triplanenet.eg3d.config import GeneratorConfig
+from triplanenet.eg3d.generator import TriPlaneGenerator
+from triplanenet.errors import TriplaneNetError
+from triplanenet.io.atomic import write_text_atomic
+from triplanenet.io.images import image_grid, save_depth, save_image, save_png
+from triplanenet.io.mesh import write_obj, write_ply
+from triplanenet.io.video import write_mp4
+
+PRESETS = {"tiny": GeneratorConfig.tiny, "ffhq512": GeneratorConfig.ffhq512}
+
+
+def build_generator(generator_path: Path | None, preset: str, weights_seed: int, device: torch.device) -> TriPlaneGenerator:
+    """Load a checkpoint, or build a random-weight generator from a named config preset."""
+    if generator_path is not None:
+        from triplanenet.io.checkpoints import load_generator
+
+        return load_generator(generator_path, device=device)
+    if preset not in PRESETS:
+        raise TriplaneNetError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    torch.manual_seed(weights_seed)
+    generator = TriPlaneGenerator(PRESETS[preset]())
+    return generator.eval().requires_grad_(False).to(device)
+
+
+@user_errors
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")] = Path("outputs/generate"),
+    generator_path: Annotated[
+        Path | None,
+        typer.Option("--generator", "-g", help="EG3D checkpoint: NVIDIA .pkl, TriPlaneNet .pth or our .safetensors."),
+    ] = None,
+    preset: Annotated[
+        str, typer.Option(help="Without --generator: random weights with this architecture (tiny | ffhq512).")
+    ] = "tiny",
+    weights_seed: Annotated[int, typer.Option(help="Seed of the random weights of a preset.")] = 0,
+    seeds: Annotated[str, typer.Option(help="Latent seeds, e.g. 0-3,7.")] = "0-3",
+    trunc: Annotated[float, typer.Option(help="Truncation psi (1 = none, 0.7 = typical).")] = 0.7,
+    views: Annotated[str, typer.Option(help="Yaw offsets in radians, comma-separated.")] = "-0.4,0,0.4",
+    pitch: Annotated[float, typer.Option(help="Pitch in radians for the views (negative = camera above).")] = -0.2,
+    mesh: Annotated[bool, typer.Option("--mesh/--no-mesh", help="Extract a mesh by marching cubes.")] = False,
+    mesh_resolution: Annotated[int, typer.Option(help="Density grid side for --mesh.")] = 128,
+    mesh_format: Annotated[str, typer.Option(help="ply | obj")] = "ply",
+    video: Annotated[bool, typer.Option("--video/--no-video", help="Write an orbit MP4 per seed.")] = False,
+    frames: Annotated[int, typer.Option(help="Frames of the orbit video.")] = 48,
+    fps: Annotated[int, typer.Option(help="Frame rate of the orbit video.")] = 24,
+    batch_size: Annotated[int, typer.Option(help="Views rendered per batch.")] = 4,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
+) -> None:
+    """Sample random heads: images from several yaws, depth maps, optional mesh and orbit video.
+
+    Example: triplanenet generate --generator ffhq512-128.pkl --seeds 0-3 --trunc 0.7 --mesh --video --out out/
+    """
+    from triplanenet.eg3d.shapes import extract_mesh
+    from triplanenet.views import default_label, orbit_frames, render_labels
+
+    if mesh_format not in ("ply", "obj"):
+        raise TriplaneNetError(f"unknown --mesh-format {mesh_format!r}: use ply or obj")
+    if frames < 1 or batch_size < 1 or mesh_resolution < 8:
+        raise TriplaneNetError("--frames and --batch-size must be >= 1 and --mesh-resolution >= 8")
+    seed_list = parse_int_ranges(seeds)
+    yaw_list = parse_floats(views, "views")
+    torch_device = resolve_device(device)
+    generator = build_generator(generator_path, preset, weights_seed, torch_device)
+    out.mkdir(parents=True, exist_ok=True)
+    config = generator.config
+    frontal = default_label(generator).to(torch_device)
+    view_labels = torch.cat([default_label(generator, yaw, pitch) for yaw in yaw_list])
+    summary: dict[str, object] = {"seeds": seed_list, "views": yaw_list, "pitch": pitch, "files": []}
+    files: list[str] = summary["files"]  # type: ignore[assignment]
+    steps = len(seed_list) * (1 + int(mesh) + int(video))
+    with progress() as bar, torch.no_grad():
+        task = bar.add_task("generating", total=steps)
+        for seed in seed_list:
+            rng = torch.Generator().manual_seed(seed)
+            z = torch.randn(1, config.z_dim, generator=rng).to(torch_device)
+            # EG3D conditions the mapping on the frontal camera and renders the other views from the same ws.
+            ws = generator.mapping(z, frontal, truncation_psi=trunc)
+            planes = generator.planes(ws)
+            strip = []
+            index = 0
+            for out_batch in render_labels(generator, planes, ws, view_labels, batch_size):
+                for image, depth, weight in zip(out_batch.image, out_batch.image_depth, out_batch.weight_sum, strict=True):
+                    stem = out / f"seed{seed:04d}_yaw{yaw_list[index]:+.2f}"
+                    save_image(f"{stem}.png", image)
+                    save_depth(f"{stem}_depth.png", depth, mask=weight)
+                    files += [f"{stem.name}.png", f"{stem.name}_depth.png", f"{stem.name}_depth.npy"]
+                    strip.append(((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy())
+                    index += 1
+            save_png(out / f"seed{seed:04d}_views.png", image_grid(strip))
+            files.append(f"seed{seed:04d}_views.png")
+            bar.advance(task)
+            if mesh:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    shape = extract_mesh(generator, planes, resolution=mesh_resolution)
+                for warning in caught:
+                    console.print(f"[yellow]warning:[/] seed {seed}: {warning.message}")
+                path = out / f"seed{seed:04d}.{mesh_format}"
+                (write_ply if mesh_format == "ply" else write_obj)(path, shape)
+                files.append(path.name)
+                bar.advance(task)
+            if video:
+                path = out / f"seed{seed:04d}_orbit.mp4"
+                write_mp4(path, orbit_frames(generator, planes, ws, frames, batch_size), fps=fps)
+                files.append(path.name)
+                bar.advance(task)
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    console.print(f"wrote {len(files)} files for {len(seed_list)} seed(s) to [bold]{out}[/]")

@@ -1,0 +1,24 @@
+"""``triplanenet`` command-line entry point (typer). Each command lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from triplanenet.cli.generate import generate
+
+app = typer.Typer(
+    name="triplanenet",
+    help="Turn a face photo into an editable 3D head (EG3D + TriPlaneNet), in pure PyTorch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command(no_args_is_help=False)(generate)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""StyleGAN2 building blocks with EG3D's parameter layout and numerics.
+
+Weights are stored raw and scaled at run time ("equalized learning rate"), exactly as in the official checkpoints,
+so state dicts load by name without conversion.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2.0)
+
+
+def setup_filter(taps: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)) -> torch.Tensor:
+    """Separable low-pass FIR filter as a normalised 2-D kernel (sum 1). ``[1,3,3,1]`` gives the 4x4 EG3D filter."""
+    f = torch.tensor(taps, dtype=torch.float32)
+    f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def bias_act(
+    x: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str = "linear",
+    gain: float = 1.0,
+    clamp: float | None = None,
+) -> torch.Tensor:
+    """``clamp(act(x + bias) * gain)``; bias broadcast over dim 1. ``activation`` is ``linear`` or ``lrelu``."""
+    if bias is not None:
+        x = x + bias.to(x.dtype).reshape([1, -1] + [1] * (x.ndim - 2))
+    if activation == "lrelu":
+        x = F.leaky_relu(x, LRELU_SLOPE)
+    elif activation != "linear":
+        raise ValueError(f"unknown activation {activation!r}")
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def upfirdn2d(
+    x: torch.Tensor,
+    f: torch.Tensor,
+    up: int = 1,
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0),
+    gain: float = 1.0,
+) -> torch.Tensor:
+    """Upsample by zero insertion, pad (left, right, top, bottom; may be negative), then FIR-filter.
+
+    Args:
+        x: (B, C, H, W).
+        f: (kh, kw) filter; it is applied as a true convolution (flipped), which for the symmetric EG3D filter is the
+            same as correlation.
+    """
+    batch, channels, height, width = x.shape
+    if up > 1:
+        x = x.reshape(batch, channels, height, 1, width, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(batch, channels, height * up, width * up)
+    pad_left, pad_right, pad_top, pad_bottom = padding
+    x = F.pad(x, [max(pad_left, 0), max(pad_right, 0), max(pad_top, 0), max(pad_bottom, 0)])
+    x = x[
+        :,
+        :,
+        max(-pad_top, 0) : x.shape[2] - max(-pad_bottom, 0),
+        max(-pad_left, 0) : x.shape[3] - max(-pad_right, 0),
+    ]
+    kernel = (f * gain).flip([0, 1]).to(x.dtype)
+    kernel = kernel[None, None].repeat(channels, 1, 1, 1)
+    return F.conv2d(x, kernel, groups=channels)
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """2x upsampling with a 4-tap low-pass filter: (B, C, H, W) -> (B, C, 2H, 2W), DC gain preserved."""
+    taps = f.shape[-1]
+    pad0 = (taps + 1) // 2
+    pad1 = (taps - 2) // 2
+    return upfirdn2d(x, f, up=2, padding=(pad0, pad1, pad0, pad1), gain=4.0)
+
+
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    demodulate: bool = True,
+    up: int = 1,
+    resample_filter: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """StyleGAN2 modulated convolution, computed as one grouped convolution over the batch.
+
+    Args:
+        x: (B, I, H, W) input.
+        weight: (O, I, k, k) raw weight.
+        styles: (B, I) per-sample input-channel scales.
+        demodulate: normalise each output filter to unit norm (per sample).
+        up: 1, or 2 for a transposed-conv + FIR upsampling layer (output 2H).
+        resample_filter: (4, 4) filter, required when ``up == 2``.
+        noise: tensor broadcastable to the output, added after (de)modulation.
+
+    Returns:
+        (B, O, H*up, W*up).
+    """
+    batch = x.shape[0]
+    out_ch, in_ch, kh, kw = weight.shape
+    if x.dtype == torch.float16 and demodulate:
+        # Pre-normalise in half precision to avoid overflow; demodulation makes the result scale-free.
+        weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    w = weight.unsqueeze(0) * styles.reshape(batch, 1, in_ch, 1, 1)  # (B, O, I, k, k)
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (B, O)
+        w = w * dcoefs.reshape(batch, out_ch, 1, 1, 1)
+    w = w.to(x.dtype)
+    x = x.reshape(1, batch * in_ch, *x.shape[2:])
+    if up == 1:
+        x = F.conv2d(x, w.reshape(batch * out_ch, in_ch, kh, kw), padding=kh // 2, groups=batch)
+    elif up == 2:
+        if resample_filter is None:
+            raise ValueError("up=2 needs a resample_filter")
+        # Transposed conv (stride 2, no padding) gives 2H+k-2; the FIR filter with padding brings it back to 2H.
+        wt = w.transpose(1, 2).reshape(batch * in_ch, out_ch, kh, kw)
+        x = F.conv_transpose2d(x, wt, stride=2, groups=batch)
+        taps = resample_filter.shape[-1]
+        pad0 = (taps + 1) // 2 + 1 - (kw - 1)
+        pad1 = (taps - 2) // 2 + 1 - (kw - 2)
+        x = upfirdn2d(x, resample_filter, padding=(pad0, pad1, pad0, pad1), gain=4.0)
+    else:
+        raise ValueError(f"unsupported up factor {up}")
+    x = x.reshape(batch, out_ch, *x.shape[2:])
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+
+class FullyConnectedLayer(nn.Module):
+    """Equalized-LR linear layer: effective weight ``weight * lr_multiplier / sqrt(in)``, bias ``bias * lr_multiplier``.
+
+    Keys: ``weight`` (out, in), ``bias`` (out).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str = "linear",
+        lr_multiplier: float = 1.0,
+        bias_init: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias
+        if b is not None:
+            b = b.to(x.dtype)
+            if self.bias_gain != 1:
+                b = b * self.bias_gain
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        x = x.matmul(w.t())
+        if self.activation == "lrelu":
+            return bias_act(x, b, "lrelu", gain=LRELU_GAIN)
+        return bias_act(x, b, self.activation)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
