@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import fill_module, load_fixture, read_keys_tsv
 
+from conftest import fill_module, load_fixture, read_keys_tsv
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
 
@@ -59,7 +59,9 @@ def test_planes_match_fixture(ffhq_synthesis, fixture: dict) -> None:
     planes = ffhq_synthesis.planes.reshape(2, 96, 256, 256)
     row, col = (int(v) for v in fixture["planes_crop_origin"])
     torch.testing.assert_close(planes[:, :, ::8, ::8], fixture["planes_stride8"], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(planes[:, :, row : row + 16, col : col + 16], fixture["planes_crop"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        planes[:, :, row : row + 16, col : col + 16], fixture["planes_crop"], atol=1e-4, rtol=1e-4
+    )
     torch.testing.assert_close(planes[:, :, 0, :], fixture["planes_row0"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(planes[:, :, :, -1], fixture["planes_colLast"], atol=1e-4, rtol=1e-4)
     p = planes.double()

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from triplanenet.errors import TriplaneNetError
 
@@ -97,3 +106,13 @@ def progress() -> Progress:
         console=console,
         disable=not sys.stderr.isatty(),
     )
+
+
+@contextlib.contextmanager
+def console_warnings(prefix: str) -> Iterator[None]:
+    """Show Python warnings raised inside the block as one-line ``warning: prefix: message`` console lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        console.print(f"[yellow]warning:[/] {prefix}: {warning.message}", highlight=False)

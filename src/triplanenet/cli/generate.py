@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Annotated
 
 import torch
 import typer
 
-from triplanenet.cli.common import console, parse_floats, parse_int_ranges, progress, resolve_device, user_errors
+from triplanenet.cli.common import (
+    console,
+    console_warnings,
+    parse_floats,
+    parse_int_ranges,
+    progress,
+    resolve_device,
+    user_errors,
+)
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
 from triplanenet.errors import TriplaneNetError
@@ -22,7 +29,9 @@ from triplanenet.io.video import write_mp4
 PRESETS = {"tiny": GeneratorConfig.tiny, "ffhq512": GeneratorConfig.ffhq512}
 
 
-def build_generator(generator_path: Path | None, preset: str, weights_seed: int, device: torch.device) -> TriPlaneGenerator:
+def build_generator(
+    generator_path: Path | None, preset: str, weights_seed: int, device: torch.device
+) -> TriPlaneGenerator:
     """Load a checkpoint, or build a random-weight generator from a named config preset."""
     if generator_path is not None:
         from triplanenet.io.checkpoints import load_generator
@@ -37,7 +46,9 @@ def build_generator(generator_path: Path | None, preset: str, weights_seed: int,
 
 @user_errors
 def generate(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")] = Path("outputs/generate"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")] = Path(
+        "outputs/generate"
+    ),
     generator_path: Annotated[
         Path | None,
         typer.Option("--generator", "-g", help="EG3D checkpoint: NVIDIA .pkl, TriPlaneNet .pth or our .safetensors."),
@@ -92,7 +103,9 @@ def generate(
             strip = []
             index = 0
             for out_batch in render_labels(generator, planes, ws, view_labels, batch_size):
-                for image, depth, weight in zip(out_batch.image, out_batch.image_depth, out_batch.weight_sum, strict=True):
+                for image, depth, weight in zip(
+                    out_batch.image, out_batch.image_depth, out_batch.weight_sum, strict=True
+                ):
                     stem = out / f"seed{seed:04d}_yaw{yaw_list[index]:+.2f}"
                     save_image(f"{stem}.png", image)
                     save_depth(f"{stem}_depth.png", depth, mask=weight)
@@ -103,11 +116,8 @@ def generate(
             files.append(f"seed{seed:04d}_views.png")
             bar.advance(task)
             if mesh:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
+                with console_warnings(f"seed {seed}"):
                     shape = extract_mesh(generator, planes, resolution=mesh_resolution)
-                for warning in caught:
-                    console.print(f"[yellow]warning:[/] seed {seed}: {warning.message}")
                 path = out / f"seed{seed:04d}.{mesh_format}"
                 (write_ply if mesh_format == "ply" else write_obj)(path, shape)
                 files.append(path.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from triplanenet.cli.generate import generate
+from triplanenet.cli.invert import invert
 
 app = typer.Typer(
     name="triplanenet",
@@ -14,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(no_args_is_help=False)(generate)
+app.command()(invert)
 
 
 def main() -> None:

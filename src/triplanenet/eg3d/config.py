@@ -19,7 +19,13 @@ NoiseMode = Literal["const", "random", "none"]
 
 # Keys of the official ``rendering_kwargs`` that only matter while training EG3D itself. We keep their values so that
 # a converted checkpoint round-trips, but nothing in inference reads them.
-_TRAINING_ONLY_RENDERING_KEYS = ("gpc_reg_prob", "density_reg", "density_reg_p_dist", "reg_type", "image_resolution")
+_TRAINING_ONLY_RENDERING_KEYS = (
+    "gpc_reg_prob",
+    "density_reg",
+    "density_reg_p_dist",
+    "reg_type",
+    "image_resolution",
+)
 OFFICIAL_SR_MODULE = "training.superresolution.SuperresolutionHybrid8XDC"
 _KNOWN_SR_MODULES = ("SuperresolutionHybrid8XDC",)
 

@@ -64,6 +64,12 @@ class TriPlaneGenerator(nn.Module):
         self.renderer = ImportanceRenderer(config.rendering)
         self.neural_rendering_resolution = config.neural_rendering_resolution
 
+    def set_rendering(self, **changes: object) -> None:
+        """Change rendering options in place, e.g. ``depth_resolution=96, depth_resolution_importance=96``
+        (official inference scripts double the samples)."""
+        self.config = self.config.replace(rendering=changes)
+        self.renderer = ImportanceRenderer(self.config.rendering, self.renderer.max_points_per_chunk)
+
     # ----------------------------------------------------------------------------------------------------------------
     @property
     def num_ws(self) -> int:
@@ -105,7 +111,9 @@ class TriPlaneGenerator(nn.Module):
         features = self.backbone.synthesis(ws, noise_mode=noise_mode)
         if offsets is not None:
             if offsets.shape != features.shape:
-                raise ValueError(f"tri-plane offsets must have shape {tuple(features.shape)}, got {tuple(offsets.shape)}")
+                raise ValueError(
+                    f"tri-plane offsets must have shape {tuple(features.shape)}, got {tuple(offsets.shape)}"
+                )
             features = features + offsets.to(features.dtype)
         batch, _, height, width = features.shape
         return features.view(batch, 3, self.config.triplane_channels, height, width)
@@ -124,9 +132,7 @@ class TriPlaneGenerator(nn.Module):
         resolution = neural_rendering_resolution or self.neural_rendering_resolution
         cam2world, intrinsics = split_label(c)
         origins, directions = generate_rays(cam2world, intrinsics, resolution)
-        out = self.renderer(
-            planes, self.decoder, origins, directions, deterministic=deterministic, generator=generator
-        )
+        out = self.renderer(planes, self.decoder, origins, directions, deterministic=deterministic, generator=generator)
         batch = planes.shape[0]
         feature_image = out.features.permute(0, 2, 1).reshape(batch, -1, resolution, resolution).contiguous()
         depth = out.depth.permute(0, 2, 1).reshape(batch, 1, resolution, resolution)

@@ -36,7 +36,10 @@ def density_grid(
         raise ValueError("density_grid takes the tri-planes of a single sample")
     box_warp = float(generator.config.rendering.box_warp)
     coords = grid_coordinates(resolution, box_warp, device=planes.device)
-    values = [generator.density(planes, coords[None, start : start + chunk])[0, :, 0] for start in range(0, len(coords), chunk)]
+    values = [
+        generator.density(planes, coords[None, start : start + chunk])[0, :, 0]
+        for start in range(0, len(coords), chunk)
+    ]
     return torch.cat(values).reshape(resolution, resolution, resolution).float().cpu()
 
 
@@ -54,7 +57,9 @@ def marching_cubes_mesh(grid: np.ndarray, level: float, box_warp: float) -> Mesh
 
 
 @torch.no_grad()
-def vertex_colors(generator: torch.nn.Module, planes: torch.Tensor, vertices: np.ndarray, chunk: int = 2**18) -> np.ndarray:
+def vertex_colors(
+    generator: torch.nn.Module, planes: torch.Tensor, vertices: np.ndarray, chunk: int = 2**18
+) -> np.ndarray:
     """(V, 3) uint8 colours: the decoder's first three feature channels at each vertex."""
     points = torch.from_numpy(vertices).to(planes.device, torch.float32)
     colours = []

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from triplanenet.eg3d.config import GeneratorConfig, NoiseMode
-from triplanenet.eg3d.mapping import MappingNetwork
 from triplanenet.eg3d.layers import (
     LRELU_GAIN,
     FullyConnectedLayer,
@@ -21,6 +20,7 @@ from triplanenet.eg3d.layers import (
     setup_filter,
     upsample2d,
 )
+from triplanenet.eg3d.mapping import MappingNetwork
 
 
 class SynthesisLayer(nn.Module):
@@ -68,7 +68,13 @@ class SynthesisLayer(nn.Module):
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(
-            x, self.weight, styles, demodulate=True, up=self.up, resample_filter=self.resample_filter, noise=noise
+            x,
+            self.weight,
+            styles,
+            demodulate=True,
+            up=self.up,
+            resample_filter=self.resample_filter,
+            noise=noise,
         )
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias, "lrelu", gain=LRELU_GAIN * gain, clamp=clamp)

@@ -26,7 +26,9 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=suffix if suffix is not None else target.suffix, dir=target.parent
+            prefix=f".{target.name}.",
+            suffix=suffix if suffix is not None else target.suffix,
+            dir=target.parent,
         )
         os.close(fd)
     except OSError as exc:

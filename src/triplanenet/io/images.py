@@ -74,3 +74,55 @@ def image_grid(images: list[np.ndarray]) -> np.ndarray:
             image = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
         resized.append(image)
     return np.concatenate(resized, axis=1)
+
+
+def load_image(path: str | os.PathLike[str]) -> torch.Tensor:
+    """Read any PIL-readable image as a (3, H, W) float32 tensor in [-1, 1].
+
+    Grayscale, palette, RGBA (composited on black), CMYK and 16-bit images are converted to 8-bit-range RGB.
+
+    Raises:
+        InputImageError: the file is missing, not an image, or corrupt.
+    """
+    from PIL import UnidentifiedImageError
+
+    from triplanenet.errors import InputImageError
+
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            image = handle
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array16 = np.asarray(image, dtype=np.float64)
+                scale = 65535.0 if array16.max() > 255 else 255.0
+                rgb = np.repeat((array16 / scale * 255.0)[..., None], 3, axis=2)
+                array = rgb.astype(np.float32)
+            elif image.mode == "F":
+                raise InputImageError(f"{path}: floating-point images are not supported; save it as 8-bit RGB")
+            else:
+                if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                    rgba = image.convert("RGBA")
+                    background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+                    image = Image.alpha_composite(background, rgba)
+                array = np.asarray(image.convert("RGB"), dtype=np.float32)
+    except FileNotFoundError:
+        raise InputImageError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputImageError(f"{path}: is a folder, not an image") from None
+    except UnidentifiedImageError:
+        raise InputImageError(f"{path}: not a readable image (PNG, JPEG, ...)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputImageError(f"{path}: corrupt or truncated image ({exc})") from None
+    tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    return tensor / 127.5 - 1.0
+
+
+def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a (3, H, W) tensor to (3, size, size): area-style antialiased bilinear when shrinking."""
+    if image.shape[-2:] == (size, size):
+        return image
+    shrinking = image.shape[-1] > size
+    resized = torch.nn.functional.interpolate(
+        image[None], size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking
+    )
+    return resized[0]

@@ -1,0 +1,220 @@
+"""``triplanenet invert``: aligned face photos + cameras in, 3D heads out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from triplanenet.cli.common import (
+    console,
+    console_warnings,
+    parse_floats,
+    progress,
+    resolve_device,
+    user_errors,
+)
+from triplanenet.errors import TriplaneNetError
+from triplanenet.io.atomic import write_text_atomic
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+PAPER_YAWS = "-0.8,-0.4,0,0.4,0.8"
+
+
+@dataclass
+class _Job:
+    path: Path
+    image: torch.Tensor
+    camera: torch.Tensor
+    warning: str | None = None
+
+
+def collect_inputs(inputs: list[Path]) -> list[Path]:
+    """Expand folders into their image files (sorted, not recursive)."""
+    paths: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            paths.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+        else:
+            paths.append(item)
+    if not paths:
+        raise TriplaneNetError("no input images found (give image files or a folder containing PNG/JPEG files)")
+    return paths
+
+
+def load_model(
+    model_path: Path | None,
+    checkpoint: Path | None,
+    generator: Path | None,
+    preset: str | None,
+    device: torch.device,
+):
+    """The TriPlaneNet model chosen by the command-line options."""
+    from triplanenet.io.model_checkpoints import load_triplanenet
+    from triplanenet.model import TriPlaneNet, TriPlaneNetConfig
+
+    chosen = [
+        name for name, value in (("--model", model_path), ("--checkpoint", checkpoint), ("--preset", preset)) if value
+    ]
+    if len(chosen) != 1:
+        raise TriplaneNetError(
+            "choose exactly one model source: --model ours.safetensors, --checkpoint triplanenet_final.pth "
+            "--generator ffhq512-128.pth, or --preset tiny (random weights, for testing)"
+        )
+    if model_path is not None:
+        return load_triplanenet(model_path, device=device)
+    if checkpoint is not None:
+        return load_triplanenet(checkpoint, generator=generator, device=device)
+    if preset != "tiny":
+        raise TriplaneNetError(f"unknown --preset {preset!r}: only 'tiny' (random weights) is available")
+    torch.manual_seed(0)
+    return TriPlaneNet(TriPlaneNetConfig.tiny()).eval().to(device)
+
+
+def _prepare(path: Path, cameras: Path | None, size: int) -> _Job:
+    from triplanenet.eg3d.camera import validate_label
+    from triplanenet.inversion import prepare_image
+    from triplanenet.io.cameras import camera_for_image
+    from triplanenet.io.images import load_image
+
+    image = load_image(path)
+    height, width = image.shape[-2:]
+    try:
+        prepared = prepare_image(image, size)
+    except TriplaneNetError as exc:
+        raise type(exc)(f"{path.name}: {exc}") from None
+    label = validate_label(camera_for_image(path, cameras))
+    warning = None
+    if (height, width) not in ((size, size), (2 * size, 2 * size)):
+        warning = f"{path.name} is {width}x{height}; resized to {size}x{size} (expected an aligned {2 * size}² crop)"
+    return _Job(path, prepared, label, warning)
+
+
+@user_errors
+def invert(
+    inputs: Annotated[list[Path], typer.Argument(help="Aligned face crops (EG3D framing), or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; one subfolder per image.")] = Path(
+        "outputs/invert"
+    ),
+    cameras: Annotated[
+        Path | None,
+        typer.Option(
+            help="dataset.json / cameras.json / per-image JSON. Default: <image>.json or dataset.json beside it."
+        ),
+    ] = None,
+    model_path: Annotated[Path | None, typer.Option("--model", help="Our TriPlaneNet .safetensors.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Official triplanenet_final.pth (needs --generator).")] = None,
+    generator: Annotated[
+        Path | None, typer.Option(help="EG3D generator of an official checkpoint (ffhq512-128.pth / .pkl).")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="'tiny': random-weight model, for testing the pipeline.")] = None,
+    views: Annotated[str, typer.Option(help="Novel-view yaw offsets in radians.")] = PAPER_YAWS,
+    cttr: Annotated[bool, typer.Option("--cttr/--no-cttr", help="Cascaded test-time refinement.")] = False,
+    depth_samples: Annotated[
+        int | None, typer.Option(help="Coarse and fine samples per ray (official inference uses 96).")
+    ] = None,
+    mesh: Annotated[bool, typer.Option("--mesh/--no-mesh", help="Write a PLY mesh.")] = False,
+    mesh_resolution: Annotated[int, typer.Option(help="Density grid side for --mesh.")] = 128,
+    video: Annotated[bool, typer.Option("--video/--no-video", help="Write an orbit MP4.")] = False,
+    frames: Annotated[int, typer.Option(help="Frames of the orbit video.")] = 48,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
+) -> None:
+    """Invert face photos into EG3D with TriPlaneNet and write renders, novel views, depth, latents and meshes.
+
+    Example: triplanenet invert photos/ --cameras photos/dataset.json --checkpoint triplanenet_final.pth
+    --generator ffhq512-128.pth --mesh --out results/
+    """
+    from triplanenet.inverters.encoder import TriPlaneNetInverter
+
+    if batch_size < 1 or frames < 1 or mesh_resolution < 8:
+        raise TriplaneNetError("--batch-size and --frames must be >= 1 and --mesh-resolution >= 8")
+    yaws = parse_floats(views, "views")
+    paths = collect_inputs(inputs)
+    torch_device = resolve_device(device)
+    model = load_model(model_path, checkpoint, generator, preset, torch_device)
+    if depth_samples is not None:
+        if depth_samples < 4:
+            raise TriplaneNetError("--depth-samples must be at least 4")
+        model.decoder.set_rendering(depth_resolution=depth_samples, depth_resolution_importance=depth_samples)
+    inverter = TriPlaneNetInverter(model, cttr=cttr)
+    size = model.config.input_resolution
+    failures: dict[str, str] = {}
+    jobs: list[_Job] = []
+    for path in paths:
+        try:
+            job = _prepare(path, cameras, size)
+        except TriplaneNetError as exc:
+            failures[str(path)] = str(exc)
+            console.print(f"[red]skipped[/] {path.name}: {exc}", highlight=False)
+            continue
+        if job.warning:
+            console.print(f"[yellow]warning:[/] {job.warning}", highlight=False)
+        jobs.append(job)
+    out.mkdir(parents=True, exist_ok=True)
+    done: list[str] = []
+    with progress() as bar:
+        task = bar.add_task("inverting", total=len(jobs))
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start : start + batch_size]
+            results = inverter.invert_batch([j.image for j in batch], torch.stack([j.camera[0] for j in batch]))
+            for job, inversion in zip(batch, results, strict=True):
+                try:
+                    _write_outputs(out / job.path.stem, job, inversion, yaws, mesh, mesh_resolution, video, frames)
+                    done.append(job.path.stem)
+                except TriplaneNetError as exc:
+                    failures[str(job.path)] = str(exc)
+                    console.print(f"[red]failed[/] {job.path.name}: {exc}", highlight=False)
+                bar.advance(task)
+    summary = {"inverted": done, "failed": failures, "method": inverter.name, "views": yaws}
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    console.print(f"inverted {len(done)} of {len(paths)} image(s) into [bold]{out}[/]")
+    if failures:
+        raise typer.Exit(code=1)
+
+
+def _write_outputs(
+    folder: Path,
+    job: _Job,
+    inversion,
+    yaws: list[float],
+    mesh: bool,
+    mesh_resolution: int,
+    video: bool,
+    frames: int,
+) -> None:
+    from triplanenet.io.images import (
+        image_grid,
+        resize_image,
+        save_depth,
+        save_image,
+        save_png,
+        tensor_to_uint8,
+    )
+    from triplanenet.io.mesh import write_ply
+
+    folder.mkdir(parents=True, exist_ok=True)
+    recon = inversion.render()
+    final = recon.image[0]
+    side = final.shape[-1]
+    save_image(folder / "input.png", resize_image(job.image, side))
+    save_image(folder / "reconstruction.png", final)
+    save_depth(folder / "depth.png", recon.image_depth[0], mask=recon.weight_sum[0])
+    novel = inversion.novel_views(yaws)
+    novel_images = [tensor_to_uint8(image) for image in novel]
+    save_png(folder / "novel_views.png", image_grid(novel_images))
+    inversion.save(folder / "inversion.safetensors")
+    save_png(
+        folder / "comparison.png",
+        image_grid([tensor_to_uint8(resize_image(job.image, side)), tensor_to_uint8(final), *novel_images]),
+    )
+    if mesh:
+        with console_warnings(job.path.name):
+            shape = inversion.mesh(resolution=mesh_resolution)
+        write_ply(folder / "mesh.ply", shape)
+    if video:
+        inversion.video(folder / "orbit.mp4", frames=frames)

@@ -1,0 +1,342 @@
+"""Typed configuration of the TriPlaneNet encoders.
+
+Every size is a field, so the official modules (which load the released checkpoints by key name) and the
+tiny modules used in tests are the same code with different numbers. Each config has an ``.official()`` preset
+(the architecture of the released TriPlaneNet v1 checkpoint) and a ``.tiny()`` preset (small, runs on 64x64
+inputs); both accept field overrides as keyword arguments.
+
+The IR / IR-SE backbone is organised in four stages. Stage ``k`` has ``units[k]`` residual units with
+``channels[k]`` output channels; the first unit of every stage has stride 2, so the feature map after stage
+``k`` has resolution ``input / 2**(k+1)``. The input layer is a stride-1 3x3 conv producing ``channels[0]``
+maps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from triplanenet.errors import ConfigError
+
+IRMode = Literal["ir_se", "ir"]
+TriPlaneVariant = Literal["official_v1", "paper"]
+
+_UNITS_BY_DEPTH: dict[int, tuple[int, int, int, int]] = {
+    50: (3, 4, 14, 3),
+    100: (3, 13, 30, 3),
+    152: (3, 8, 36, 3),
+}
+_OFFICIAL_CHANNELS = (64, 128, 256, 512)
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and (n & (n - 1)) == 0
+
+
+def _check_positive(name: str, values: tuple[int, ...]) -> None:
+    if any(int(v) <= 0 for v in values):
+        raise ConfigError(f"{name} must contain only positive integers, got {values}; fix the config")
+
+
+@dataclass(frozen=True)
+class IRSEConfig:
+    """Architecture of an IR / IR-SE residual body (input layer + ``sum(units)`` bottleneck units).
+
+    Defaults are IR-SE-50 as used by pSp and TriPlaneNet: units (3, 4, 14, 3), channels (64, 128, 256, 512).
+    """
+
+    units: tuple[int, int, int, int] = (3, 4, 14, 3)
+    """Residual units per stage (IR-50: 3/4/14/3, IR-100: 3/13/30/3, IR-152: 3/8/36/3)."""
+    channels: tuple[int, int, int, int] = _OFFICIAL_CHANNELS
+    """Output channels of each stage; the input layer outputs ``channels[0]``."""
+    mode: IRMode = "ir_se"
+    """``'ir_se'``: units end with a squeeze-excitation block (``res_layer.5``); ``'ir'``: plain IR units."""
+    se_reduction: int = 16
+    """Channel reduction of the squeeze-excitation bottleneck (hidden = channels // reduction)."""
+    input_channels: int = 3
+    """Channels of the input image tensor (3 for pSp/ArcFace, 6 for the TriPlaneNet v1 U-Net)."""
+
+    def __post_init__(self) -> None:
+        if len(self.units) != 4 or len(self.channels) != 4:
+            raise ConfigError(
+                f"IRSEConfig needs exactly 4 stages, got units={self.units} channels={self.channels}; "
+                "give 4 values for each"
+            )
+        _check_positive("IRSEConfig.units", tuple(self.units))
+        _check_positive("IRSEConfig.channels", tuple(self.channels))
+        if self.mode not in ("ir_se", "ir"):
+            raise ConfigError(f"IRSEConfig.mode must be 'ir_se' or 'ir', got {self.mode!r}")
+        if self.input_channels <= 0:
+            raise ConfigError(f"IRSEConfig.input_channels must be positive, got {self.input_channels}")
+        if self.mode == "ir_se":
+            if self.se_reduction <= 0:
+                raise ConfigError(f"IRSEConfig.se_reduction must be positive, got {self.se_reduction}")
+            too_small = [c for c in self.channels if c // self.se_reduction < 1]
+            if too_small:
+                raise ConfigError(
+                    f"IRSEConfig: channels {too_small} are smaller than se_reduction={self.se_reduction}; "
+                    "lower se_reduction or widen the stages"
+                )
+
+    @classmethod
+    def from_num_layers(cls, num_layers: int, mode: IRMode = "ir_se", input_channels: int = 3) -> IRSEConfig:
+        """The standard InsightFace depths: ``num_layers`` in {50, 100, 152}."""
+        if num_layers not in _UNITS_BY_DEPTH:
+            raise ConfigError(f"unsupported IR depth num_layers={num_layers}; use one of {sorted(_UNITS_BY_DEPTH)}")
+        return cls(units=_UNITS_BY_DEPTH[num_layers], mode=mode, input_channels=input_channels)
+
+    @classmethod
+    def official(cls, **overrides: Any) -> IRSEConfig:
+        """IR-SE-50 with a 3-channel input (pSp / ArcFace)."""
+        return dataclasses.replace(cls(), **overrides)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> IRSEConfig:
+        """A 6-unit IR-SE body with 8..32 channels, for fast tests."""
+        base = cls(units=(1, 1, 2, 2), channels=(8, 16, 24, 32), se_reduction=4)
+        return dataclasses.replace(base, **overrides)
+
+    @property
+    def num_units(self) -> int:
+        """Total number of bottleneck units (``len(body)``); 24 for IR-SE-50."""
+        return sum(self.units)
+
+    @property
+    def stage_last_index(self) -> tuple[int, int, int, int]:
+        """Index in ``body`` of the last unit of each stage; (2, 6, 20, 23) for IR-SE-50."""
+        ends: list[int] = []
+        total = 0
+        for n in self.units:
+            total += n
+            ends.append(total - 1)
+        return (ends[0], ends[1], ends[2], ends[3])
+
+    @property
+    def stage_first_index(self) -> tuple[int, int, int, int]:
+        """Index in ``body`` of the first (stride-2) unit of each stage; (0, 3, 7, 21) for IR-SE-50."""
+        last = self.stage_last_index
+        return (0, last[0] + 1, last[1] + 1, last[2] + 1)
+
+
+@dataclass(frozen=True)
+class IRSEBackboneConfig:
+    """ArcFace-style face-recognition network: IR/IR-SE body + ``output_layer`` → L2-normalised embedding.
+
+    ``output_layer`` = [0 BatchNorm2d(C), 1 Dropout, 2 Flatten, 3 Linear(C·s·s → embedding_dim),
+    4 BatchNorm1d(embedding_dim, affine=bn1d_affine)] with ``s = input_size / 16`` and
+    ``C = body.channels[-1]``.
+    """
+
+    body: IRSEConfig = field(default_factory=IRSEConfig)
+    """The residual body (IR-SE-50 by default)."""
+    input_size: int = 112
+    """Side of the square input face crop (112 for the released ArcFace / CurricularFace weights)."""
+    embedding_dim: int = 512
+    """Size of the output embedding."""
+    dropout: float = 0.4
+    """Dropout probability of ``output_layer.1`` (only active in train mode)."""
+    bn1d_affine: bool = True
+    """Whether the last BatchNorm1d has weight/bias (True: ArcFace IR-SE-50, False: CurricularFace IR-101)."""
+
+    def __post_init__(self) -> None:
+        if self.input_size <= 0 or self.input_size % 16 != 0:
+            raise ConfigError(f"IRSEBackboneConfig.input_size must be a positive multiple of 16, got {self.input_size}")
+        if self.embedding_dim <= 0:
+            raise ConfigError(f"IRSEBackboneConfig.embedding_dim must be positive, got {self.embedding_dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"IRSEBackboneConfig.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def feature_size(self) -> int:
+        """Side of the body's output map (7 for 112 inputs)."""
+        return self.input_size // 16
+
+    @classmethod
+    def official(cls, **overrides: Any) -> IRSEBackboneConfig:
+        """ArcFace IR-SE-50 at 112x112 (``model_ir_se50.pth``, used by the ID loss)."""
+        return dataclasses.replace(cls(), **overrides)
+
+    @classmethod
+    def arcface_ir_se50(cls, **overrides: Any) -> IRSEBackboneConfig:
+        """Alias of :meth:`official`: ``model_ir_se50.pth`` (IR-SE-50, 112 input, affine BatchNorm1d)."""
+        return cls.official(**overrides)
+
+    @classmethod
+    def curricularface_ir101(cls, **overrides: Any) -> IRSEBackboneConfig:
+        """CurricularFace IR-101 (``CurricularFace_Backbone.pth``): plain IR units, non-affine BatchNorm1d."""
+        base = cls(body=IRSEConfig.from_num_layers(100, mode="ir"), bn1d_affine=False)
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> IRSEBackboneConfig:
+        """Tiny body, 32x32 input, 16-d embedding."""
+        base = cls(body=IRSEConfig.tiny(), input_size=32, embedding_dim=16)
+        return dataclasses.replace(base, **overrides)
+
+
+@dataclass(frozen=True)
+class PSPEncoderConfig:
+    """pSp ``GradualStyleEncoder``: IR-SE body + feature pyramid + one ``GradualStyleBlock`` per style vector.
+
+    Styles ``[0, coarse_ind)`` read the deepest map (``input/16``), ``[coarse_ind, middle_ind)`` the
+    ``input/8`` map
+    and ``[middle_ind, n_styles)`` the ``input/4`` map. Official: 14 styles for EG3D at 256x256 input.
+    """
+
+    body: IRSEConfig = field(default_factory=IRSEConfig)
+    """The residual body (IR-SE-50, 3-channel input)."""
+    n_styles: int = 14
+    """Number of predicted style vectors (EG3D FFHQ-512: 14)."""
+    w_dim: int = 512
+    """Width of each style vector (must equal the generator's w_dim)."""
+    coarse_ind: int = 3
+    """First style read from the middle (input/8) pyramid level."""
+    middle_ind: int = 7
+    """First style read from the fine (input/4) pyramid level."""
+    input_resolution: int = 256
+    """Side of the square input image; the style heads are sized for it."""
+
+    def __post_init__(self) -> None:
+        if self.n_styles <= 0 or self.w_dim <= 0:
+            raise ConfigError(
+                f"PSPEncoderConfig: n_styles and w_dim must be positive, got {self.n_styles}, {self.w_dim}"
+            )
+        if not 0 <= self.coarse_ind <= self.middle_ind <= self.n_styles:
+            raise ConfigError(
+                f"PSPEncoderConfig needs 0 <= coarse_ind <= middle_ind <= n_styles, got {self.coarse_ind}, "
+                f"{self.middle_ind}, {self.n_styles}"
+            )
+        if not _is_power_of_two(self.input_resolution) or self.input_resolution < 32:
+            raise ConfigError(
+                f"PSPEncoderConfig.input_resolution must be a power of two >= 32, got {self.input_resolution}"
+            )
+
+    @property
+    def head_spatial(self) -> tuple[int, int, int]:
+        """Input side of the coarse / middle / fine style heads: (16, 32, 64) for 256 inputs."""
+        r = self.input_resolution
+        return (r // 16, r // 8, r // 4)
+
+    @classmethod
+    def official(cls, **overrides: Any) -> PSPEncoderConfig:
+        """The TriPlaneNet v1 first branch: IR-SE-50, 14 styles of 512, 256x256 input."""
+        return dataclasses.replace(cls(), **overrides)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> PSPEncoderConfig:
+        """Tiny body, 14 styles of width 32, 64x64 input."""
+        base = cls(body=IRSEConfig.tiny(), w_dim=32, input_resolution=64)
+        return dataclasses.replace(base, **overrides)
+
+
+@dataclass(frozen=True)
+class TriPlaneEncoderConfig:
+    """TriPlaneNet second branch: IR-SE U-Net predicting ``out_channels`` tri-plane offsets at input
+    resolution.
+
+    ``variant`` selects the decoder:
+
+    * ``'official_v1'`` — the released v1 checkpoint: sub-pixel (PixelShuffle) upsampling, ``DoubleConv``
+      blocks ending in two PReLUs, a final PixelShuffle x2 head; the forward pass takes only the 6-channel
+      image tensor.
+    * ``'paper'`` — the supplementary material's description: nearest-neighbour upsampling, blocks ending in
+      one PReLU, and a final step that concatenates the first-branch tri-planes (``plane_channels``) with the
+      upsampled features. Its forward pass needs those planes. No released checkpoint has this layout.
+    """
+
+    body: IRSEConfig = field(default_factory=lambda: IRSEConfig(input_channels=6))
+    """Encoder path (IR-SE-50 with a 6-channel input [y_hat, x - y_hat])."""
+    variant: TriPlaneVariant = "official_v1"
+    """``'official_v1'`` (checkpoint layout) or ``'paper'`` (supplementary description)."""
+    decoder_channels: tuple[int, int, int, int] = (512, 384, 256, 96)
+    """Output channels of ``up1..up4``: (512, 384, 256, 96) official v1, (512, 256, 128, 64) paper."""
+    head_channels: int = 96
+    """Hidden channels of ``final_head``."""
+    out_channels: int = 96
+    """Offset channels (3 planes x 32 features for EG3D)."""
+    plane_channels: int = 96
+    """``'paper'`` only: channels of the first-branch tri-planes concatenated before ``final_head``."""
+    double_prelu: bool = True
+    """Whether each decoder block ends with two consecutive PReLUs (official code) instead of one (paper)."""
+    input_resolution: int = 256
+    """Side of the square input; the output has the same side."""
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("official_v1", "paper"):
+            raise ConfigError(f"TriPlaneEncoderConfig.variant must be 'official_v1' or 'paper', got {self.variant!r}")
+        if len(self.decoder_channels) != 4:
+            raise ConfigError(
+                f"TriPlaneEncoderConfig.decoder_channels needs 4 values (up1..up4), got {self.decoder_channels}"
+            )
+        _check_positive("TriPlaneEncoderConfig.decoder_channels", tuple(self.decoder_channels))
+        if min(self.head_channels, self.out_channels, self.plane_channels) <= 0:
+            raise ConfigError("TriPlaneEncoderConfig: head_channels, out_channels and plane_channels must be positive")
+        if self.variant == "official_v1":
+            bad = [c for c in self.decoder_channels if c % 4 != 0]
+            if bad:
+                raise ConfigError(
+                    "TriPlaneEncoderConfig: PixelShuffle x2 needs decoder_channels divisible by 4, "
+                    f"got {bad}; use multiples of 4"
+                )
+        if not _is_power_of_two(self.input_resolution) or self.input_resolution < 16:
+            raise ConfigError(
+                f"TriPlaneEncoderConfig.input_resolution must be a power of two >= 16, got {self.input_resolution}"
+            )
+
+    @property
+    def upsampling(self) -> Literal["pixelshuffle", "nearest"]:
+        """How decoder features are upsampled x2: sub-pixel convolution layout or nearest neighbour."""
+        return "pixelshuffle" if self.variant == "official_v1" else "nearest"
+
+    @property
+    def up_in_channels(self) -> tuple[int, int, int, int]:
+        """Input channels of ``up1..up4`` = skip + upsampled channels; (1024, 384, 224, 128) official."""
+        skips = (self.body.channels[3], self.body.channels[2], self.body.channels[1], self.body.channels[0])
+        deeper = (self.body.channels[3], *self.decoder_channels[:3])
+        div = 4 if self.upsampling == "pixelshuffle" else 1
+        # up1 upsamples by 1 (no channel change); the others by 2.
+        ups = (deeper[0], deeper[1] // div, deeper[2] // div, deeper[3] // div)
+        return (skips[0] + ups[0], skips[1] + ups[1], skips[2] + ups[2], skips[3] + ups[3])
+
+    @property
+    def head_in_channels(self) -> int:
+        """Input channels of ``final_head``: 24 official (96 / 4); paper: decoder_channels[3] +
+        plane_channels."""
+        if self.upsampling == "pixelshuffle":
+            return self.decoder_channels[3] // 4
+        return self.decoder_channels[3] + self.plane_channels
+
+    @classmethod
+    def official(cls, **overrides: Any) -> TriPlaneEncoderConfig:
+        """The released TriPlaneNet v1 second branch (loads ``triplanenet_encoder.*`` of the v1
+        checkpoint)."""
+        return dataclasses.replace(cls(), **overrides)
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> TriPlaneEncoderConfig:
+        """Full-size variant described in the paper supplement (nearest upsampling, planes at the end)."""
+        base = cls(variant="paper", decoder_channels=(512, 256, 128, 64), double_prelu=False)
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def tiny(cls, variant: TriPlaneVariant = "official_v1", **overrides: Any) -> TriPlaneEncoderConfig:
+        """Tiny U-Net on 64x64 inputs with 96 output channels (EG3D plane layout), either variant."""
+        if variant == "paper":
+            base = cls(
+                body=IRSEConfig.tiny(input_channels=6),
+                variant="paper",
+                decoder_channels=(32, 24, 16, 8),
+                head_channels=32,
+                double_prelu=False,
+                input_resolution=64,
+            )
+        else:
+            base = cls(
+                body=IRSEConfig.tiny(input_channels=6),
+                variant=variant,
+                decoder_channels=(32, 24, 16, 8),
+                head_channels=32,
+                input_resolution=64,
+            )
+        return dataclasses.replace(base, **overrides)

@@ -1,0 +1,202 @@
+"""Inversion results and the inverter interface.
+
+An :class:`Inversion` is what every inversion method returns: W+ codes, optional tri-plane offsets (TriPlaneNet's
+second branch) and the input camera, bound to the generator they live in. It can re-render from any camera, give
+depth and meshes, write orbit videos, and be saved to / loaded from a small safetensors file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from triplanenet.eg3d.camera import validate_label
+from triplanenet.eg3d.generator import SynthesisOutput, TriPlaneGenerator
+from triplanenet.errors import CheckpointError, InputImageError
+from triplanenet.io.atomic import atomic_path
+from triplanenet.io.mesh import Mesh
+from triplanenet.io.video import write_mp4
+
+INVERSION_FORMAT = "triplanenet-inversion"
+
+
+@dataclass
+class Inversion:
+    """One inverted image.
+
+    Attributes:
+        generator: the EG3D generator the codes belong to.
+        ws: (1, num_ws, w_dim) W+ codes.
+        camera: (1, 25) camera label of the input image.
+        offsets: (1, 3·C, R, R) tri-plane offsets added to the backbone planes, or None.
+        method: name of the method that produced it (e.g. ``triplanenet``).
+    """
+
+    generator: TriPlaneGenerator
+    ws: torch.Tensor
+    camera: torch.Tensor
+    offsets: torch.Tensor | None = None
+    method: str = "triplanenet"
+    _planes: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.ws.device
+
+    @torch.no_grad()
+    def planes(self) -> torch.Tensor:
+        """(1, 3, C, R, R) tri-planes (computed once, then cached)."""
+        if self._planes is None:
+            self._planes = self.generator.planes(self.ws, noise_mode="const", offsets=self.offsets)
+        return self._planes
+
+    @torch.no_grad()
+    def render(self, camera: torch.Tensor | None = None, deterministic: bool = True) -> SynthesisOutput:
+        """Render at camera labels (N, 25) or (25,) (default: the input camera)."""
+        labels = self.camera if camera is None else validate_label(camera).to(self.device)
+        count = labels.shape[0]
+        return self.generator.synthesis(
+            self.ws.expand(count, -1, -1),
+            labels,
+            planes=self.planes().expand(count, -1, -1, -1, -1),
+            deterministic=deterministic,
+        )
+
+    def novel_views(self, yaws: Sequence[float], pitch: float = 0.0, batch_size: int = 4) -> torch.Tensor:
+        """(N, 3, S, S) renders at yaw offsets from frontal (pitch in radians), intrinsics of the input camera."""
+        from triplanenet.eg3d.camera import novel_view_labels
+
+        rendering = self.generator.config.rendering
+        labels = novel_view_labels(
+            self.camera.cpu(),
+            list(yaws),
+            pitch=pitch,
+            radius=rendering.avg_camera_radius,
+            pivot=rendering.avg_camera_pivot,
+        ).reshape(-1, 25)
+        images = [self.render(labels[i : i + batch_size]).image for i in range(0, labels.shape[0], batch_size)]
+        return torch.cat(images)
+
+    def depth(self, camera: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, 1, r, r) depth (distance along each ray) at the given cameras (default: input camera)."""
+        return self.render(camera).image_depth
+
+    def mesh(self, resolution: int = 128, level: float | None = 10.0, with_colors: bool = True) -> Mesh:
+        """Marching-cubes mesh of the inverted head (see :func:`triplanenet.eg3d.shapes.extract_mesh`)."""
+        from triplanenet.eg3d.shapes import extract_mesh
+
+        return extract_mesh(self.generator, self.planes(), resolution=resolution, level=level, with_colors=with_colors)
+
+    def video(self, path: str | os.PathLike[str], frames: int = 48, fps: int = 24, batch_size: int = 4) -> int:
+        """Write an orbit MP4; returns the number of frames."""
+        from triplanenet.views import orbit_frames
+
+        return write_mp4(path, orbit_frames(self.generator, self.planes(), self.ws, frames, batch_size), fps=fps)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write ws, camera and offsets to a safetensors file (atomic)."""
+        tensors = {
+            "ws": self.ws.detach().cpu().contiguous(),
+            "camera": self.camera.detach().cpu().contiguous(),
+        }
+        if self.offsets is not None:
+            tensors["offsets"] = self.offsets.detach().cpu().contiguous()
+        config = self.generator.config
+        metadata = {
+            "format": INVERSION_FORMAT,
+            "method": self.method,
+            "num_ws": str(config.num_ws),
+            "w_dim": str(config.w_dim),
+            "generator_config": json.dumps(config.to_dict()),
+        }
+        with atomic_path(path, suffix=".safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], generator: TriPlaneGenerator) -> Inversion:
+        """Read a file written by :meth:`save` and bind it to ``generator`` (which must have the same architecture).
+
+        Raises:
+            CheckpointError: the file is missing, corrupt, not an inversion, or made with another architecture.
+        """
+        file = Path(path)
+        if not file.is_file():
+            raise CheckpointError(f"{file}: inversion file not found")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(file), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+            tensors = load_file(str(file))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{file}: not a readable safetensors inversion file ({exc})") from None
+        if metadata.get("format") != INVERSION_FORMAT or "ws" not in tensors or "camera" not in tensors:
+            raise CheckpointError(f"{file}: not a triplanenet inversion file (was it written by Inversion.save?)")
+        device = next(generator.parameters()).device
+        ws = tensors["ws"].to(device)
+        config = generator.config
+        if ws.shape[1:] != (config.num_ws, config.w_dim):
+            raise CheckpointError(
+                f"{file}: codes have shape {tuple(ws.shape[1:])} but this generator uses "
+                f"({config.num_ws}, {config.w_dim}); load it with the generator it was inverted with"
+            )
+        offsets = tensors.get("offsets")
+        expected = (config.backbone_channels, config.backbone_resolution, config.backbone_resolution)
+        if offsets is not None and offsets.shape[1:] != expected:
+            raise CheckpointError(
+                f"{file}: tri-plane offsets {tuple(offsets.shape[1:])} do not fit this generator {expected}"
+            )
+        return cls(
+            generator=generator,
+            ws=ws,
+            camera=tensors["camera"].to(device),
+            offsets=None if offsets is None else offsets.to(device),
+            method=metadata.get("method", "unknown"),
+        )
+
+
+class Inverter(Protocol):
+    """Anything that turns an aligned face image and its camera into an :class:`Inversion`."""
+
+    name: str
+
+    def invert(self, image: torch.Tensor, camera: torch.Tensor) -> Inversion:
+        """image: (3, H, W) in [-1, 1]; camera: (25,) or (1, 25)."""
+        ...
+
+
+def prepare_image(image: torch.Tensor | np.ndarray, size: int) -> torch.Tensor:
+    """Validate an image (3, H, W) in [-1, 1] and bring it to (3, size, size).
+
+    Raises:
+        InputImageError: wrong shape, non-finite values or a far-from-square image.
+    """
+    from triplanenet.io.images import resize_image
+
+    tensor = torch.as_tensor(image, dtype=torch.float32)
+    if tensor.ndim == 4 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.ndim != 3 or tensor.shape[0] != 3:
+        raise InputImageError(f"expected an RGB image tensor (3, H, W), got shape {tuple(tensor.shape)}")
+    if not bool(torch.isfinite(tensor).all()):
+        raise InputImageError("the image contains NaN or infinite values")
+    height, width = tensor.shape[-2:]
+    if abs(height - width) > 0.02 * max(height, width):
+        raise InputImageError(
+            f"the image is {width}x{height}, not a square aligned face crop: crop it to the EG3D framing first"
+        )
+    if height != width:
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        tensor = tensor[:, top : top + side, left : left + side]
+    return resize_image(tensor, size)
