@@ -54,16 +54,10 @@ class TriPlaneNetInverter:
             ws = self.model.encode_ws(x)
             return [Inversion(generator, ws[i : i + 1], labels[i : i + 1], None, self.name) for i in range(x.shape[0])]
         out = self.model(x, labels, cttr=self.cttr, deterministic=self.deterministic)
-        planes = out.synthesis.planes
+        # Each Inversion recomputes its planes from (ws, offsets) at batch size 1, so that a saved and re-loaded
+        # inversion renders bit-for-bit the same images as the original (batched convs round differently).
         return [
-            Inversion(
-                generator,
-                out.ws[i : i + 1],
-                labels[i : i + 1],
-                out.offsets[i : i + 1],
-                self.name,
-                _planes=planes[i : i + 1],
-            )
+            Inversion(generator, out.ws[i : i + 1], labels[i : i + 1], out.offsets[i : i + 1], self.name)
             for i in range(x.shape[0])
         ]
 

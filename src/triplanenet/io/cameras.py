@@ -363,11 +363,20 @@ def lookup_camera(
             return cameras[cand]
     parts = PurePosixPath(_normalise_name(str(image_path))).parts
     parts = tuple(p for p in parts if p not in ("", ".", "/"))
-    keyed = {k: tuple(p for p in PurePosixPath(k).parts if p not in ("", ".", "/")) for k in cameras}
+    if not parts:
+        raise CameraError(f"empty image path; cannot look up a camera in {source}")
     for strip in (False, True):
         target = _strip_suffix(parts) if strip else parts
+        # cheap pre-filter on the last component, so that big tables (FFHQ: 140k) stay fast
+        last = target[-1]
+        names = (
+            [k for k in cameras if os.path.splitext(k.rpartition("/")[2])[0] == last]
+            if strip
+            else [k for k in cameras if k.rpartition("/")[2] == last]
+        )
         scores: dict[str, tuple[int, bool]] = {}
-        for key, kparts in keyed.items():
+        for key in names:
+            kparts = tuple(p for p in PurePosixPath(key).parts if p not in ("", ".", "/"))
             score = _common_tail(_strip_suffix(kparts) if strip else kparts, target)
             if score[0]:
                 scores[key] = score

@@ -210,7 +210,8 @@ def _collect_module_tensors(file: Path, obj: Any, prefix: str, out: dict[str, to
             f"{file}: submodule {prefix.rstrip('.') or '<root>'!r} ({safe_pickle.object_class_name(obj)}) "
             "has no module state; the file is not a plain EG3D network pickle"
         )
-    skipped = state.get("_non_persistent_buffers_set") or set()
+    non_persistent = state.get("_non_persistent_buffers_set")
+    skipped = set(non_persistent) if isinstance(non_persistent, set | frozenset | list | tuple) else set()
     for group in ("_parameters", "_buffers"):
         entries = state.get(group) or {}
         if not isinstance(entries, dict):
@@ -249,6 +250,12 @@ def _network_init_kwargs(file: Path, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_torch_zip(file: Path) -> RawGenerator:
+    _require_torch_zip(file)
+    obj = _torch_load_weights_only(file, allow_zip_fallback=True)
+    return _raw_from_triplanenet_dict(file, obj)
+
+
+def _require_torch_zip(file: Path) -> None:
     try:
         with zipfile.ZipFile(file) as archive:
             names = archive.namelist()
@@ -261,8 +268,28 @@ def _read_torch_zip(file: Path) -> RawGenerator:
             f"{file}: is a zip archive but not a PyTorch checkpoint (no data.pkl inside); pass a .pth "
             "written by torch.save"
         )
-    obj = _torch_load_weights_only(file, allow_zip_fallback=True)
-    return _raw_from_triplanenet_dict(file, obj)
+
+
+def safe_torch_load(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(path, map_location='cpu', weights_only=True)`` with one-line errors.
+
+    Zip checkpoints that ``weights_only`` refuses only because of harmless globals (``dnnlib.EasyDict``, numpy
+    scalars) are re-read with this project's restricted unpickler; nothing from the file is ever executed.
+
+    Raises:
+        CheckpointError: missing/truncated/corrupt file, not a ``torch.save`` file, or an unsafe global.
+    """
+    file = Path(path)
+    kind = _sniff(file)
+    if kind == "zip":
+        _require_torch_zip(file)
+        return _torch_load_weights_only(file, allow_zip_fallback=True)
+    if kind == "pickle":
+        with open(file, "rb") as handle:
+            first = safe_pickle.safe_load_pickle(handle, source=str(file))
+        if isinstance(first, int) and first == _LEGACY_TORCH_MAGIC:
+            return _torch_load_weights_only(file, allow_zip_fallback=False)
+    raise CheckpointError(f"{file}: is not a PyTorch checkpoint written by torch.save")
 
 
 def _read_torch_legacy(file: Path) -> RawGenerator:

@@ -129,6 +129,22 @@ def object_class_name(obj: Any) -> str:
     return type(obj).__name__
 
 
+class TypeReference:
+    """A class named in the pickle only as data (e.g. the tensor type passed to a rebuild helper).
+
+    Deliberately not callable: the pickle cannot instantiate the real class through it.
+    """
+
+    def __init__(self, qualified_name: str) -> None:
+        self.qualified_name = qualified_name
+
+    def __repr__(self) -> str:
+        return f"TypeReference({self.qualified_name!r})"
+
+
+NDARRAY = TypeReference("numpy.ndarray")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Allowed callables. Each one is a small wrapper that checks its arguments before doing anything.
 
@@ -207,11 +223,11 @@ def _np_scalar(dtype: Any, *args: Any) -> Any:
 
 
 def _np_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    if subtype is not np.ndarray:
+    if subtype is not NDARRAY:
         raise CheckpointError("this pickle contains an unsupported numpy array subclass")
     if isinstance(dtype, np.dtype) and dtype.hasobject:
         raise CheckpointError("this pickle contains a numpy array of Python objects; refusing to load it")
-    return _numpy_multiarray()._reconstruct(subtype, shape, dtype)
+    return _numpy_multiarray()._reconstruct(np.ndarray, shape, dtype)
 
 
 def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
@@ -229,14 +245,14 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
     ("torch.storage", "_load_from_bytes"): _load_storage_bytes,
-    ("torch", "Tensor"): torch.Tensor,
-    ("torch.nn.parameter", "Parameter"): torch.nn.Parameter,
+    ("torch", "Tensor"): TypeReference("torch.Tensor"),
+    ("torch.nn.parameter", "Parameter"): TypeReference("torch.nn.parameter.Parameter"),
     ("torch", "device"): torch.device,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("dnnlib.util", "EasyDict"): EasyDictData,
     ("dnnlib", "EasyDict"): EasyDictData,
     ("numpy", "dtype"): _safe_dtype,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): NDARRAY,
     ("numpy.core.multiarray", "scalar"): _np_scalar,
     ("numpy._core.multiarray", "scalar"): _np_scalar,
     ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
