@@ -56,7 +56,12 @@ def main() -> None:
         generator.set_rendering(depth_resolution=96, depth_resolution_importance=96)
         results["inversion_96x96_s"] = _median_seconds(lambda: model(x, c, deterministic=True), args.repeats)
     results["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    meta = {"torch": torch.__version__, "threads": args.threads, "machine": platform.machine(), "cpu": platform.processor()}
+    meta = {
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "machine": platform.machine(),
+        "cpu": platform.processor(),
+    }
     for key, value in results.items():
         print(f"{key:28s} {value:8.3f}")
     if args.json:

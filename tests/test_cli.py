@@ -98,7 +98,8 @@ def test_invert_end_to_end_and_bad_images(tmp_path: Path) -> None:
     _write_inputs(inputs)
     out = tmp_path / "out"
     result = _run(
-        "invert", str(inputs), "--preset", "tiny", "--mesh", "--video", "--frames", "4", "--views=-0.5,0.5",
+        "invert", str(inputs), "--preset", "tiny", "--mesh", "--mesh-resolution", "32", "--video",
+        "--frames", "4", "--views=-0.5,0.5",
         "--out", str(out), "--device", "cpu", "--batch-size", "3",
     )  # fmt: skip
     assert result.exit_code == 1, result.output  # some inputs are bad on purpose

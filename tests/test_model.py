@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import fill_module, load_fixture, read_keys_tsv
 
+from conftest import fill_module, load_fixture, read_keys_tsv
 from triplanenet.eg3d.camera import camera_label
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.errors import CheckpointError, ConfigError, InputImageError

@@ -9,19 +9,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from triplanenet.eg3d import camera
+from triplanenet.eg3d.camera import LABEL_DIM
 from triplanenet.errors import CameraError
-
-LABEL_DIM = 25
 
 
 def split_label(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split camera labels into extrinsics and intrinsics.
-
-    Args:
-        c: (B, 25) labels: 16 cam2world entries then 9 normalised intrinsics, both row-major.
-
-    Returns:
-        cam2world: (B, 4, 4); intrinsics: (B, 3, 3). Views of ``c`` where possible.
+    """Batched (B, 25) labels -> (cam2world (B, 4, 4), intrinsics (B, 3, 3)), with a shape check.
 
     Raises:
         CameraError: ``c`` is not a (B, 25) tensor.
@@ -31,7 +25,7 @@ def split_label(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             f"camera label must have shape (B, 25) = [cam2world 4x4, intrinsics 3x3], got {tuple(c.shape)}; "
             "add a batch dimension with c[None] if you have a single camera"
         )
-    return c[:, :16].reshape(-1, 4, 4), c[:, 16:].reshape(-1, 3, 3)
+    return camera.split_label(c)
 
 
 def generate_rays(
