@@ -134,3 +134,16 @@ def test_invert_needs_a_model_source(tmp_path: Path) -> None:
     assert "choose exactly one model source" in result.output
     result = _run("invert", str(tmp_path / "empty_missing"), "--preset", "tiny", "--out", str(tmp_path / "o"))
     assert result.exit_code == 1
+
+
+def test_convert_official_pickle_then_generate(tmp_path: Path) -> None:
+    from conftest import fixture_path
+
+    source = fixture_path("tiny_official_G.pkl")
+    converted = tmp_path / "tiny.safetensors"
+    assert _run("convert", str(source), str(converted)).exit_code == 0
+    result = _run("generate", "-g", str(converted), "--seeds", "0", "--views", "0", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 0, result.output
+    assert np.asarray(Image.open(tmp_path / "o" / "seed0000_yaw+0.00.png")).shape == (512, 512, 3)
+    bad = _run("convert", str(tmp_path / "missing.pkl"), str(tmp_path / "x.safetensors"))
+    assert bad.exit_code == 1 and "no such file" in bad.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from triplanenet.cli.convert import convert
 from triplanenet.cli.generate import generate
 from triplanenet.cli.invert import invert
 
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 app.command(no_args_is_help=False)(generate)
 app.command()(invert)
+app.command()(convert)
 
 
 def main() -> None:

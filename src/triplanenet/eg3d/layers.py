@@ -29,8 +29,23 @@ def bias_act(
     activation: str = "linear",
     gain: float = 1.0,
     clamp: float | None = None,
+    inplace: bool = False,
 ) -> torch.Tensor:
-    """``clamp(act(x + bias) * gain)``; bias broadcast over dim 1. ``activation`` is ``linear`` or ``lrelu``."""
+    """``clamp(act(x + bias) * gain)``; bias broadcast over dim 1. ``activation`` is ``linear`` or ``lrelu``.
+
+    With ``inplace=True`` the result overwrites ``x`` (4x less memory traffic); callers use it only for fresh
+    tensors that autograd does not need.
+    """
+    if inplace:
+        if bias is not None:
+            x.add_(bias.to(x.dtype).reshape([1, -1] + [1] * (x.ndim - 2)))
+        if activation == "lrelu":
+            F.leaky_relu_(x, LRELU_SLOPE)
+        elif activation != "linear":
+            raise ValueError(f"unknown activation {activation!r}")
+        if gain != 1:
+            x.mul_(gain)
+        return x.clamp_(-clamp, clamp) if clamp is not None else x
     if bias is not None:
         x = x + bias.to(x.dtype).reshape([1, -1] + [1] * (x.ndim - 2))
     if activation == "lrelu":
@@ -42,6 +57,11 @@ def bias_act(
     if clamp is not None:
         x = x.clamp(-clamp, clamp)
     return x
+
+
+def can_modify_inplace(x: torch.Tensor) -> bool:
+    """True when overwriting ``x`` cannot break autograd (no grad mode, or x needs no gradient)."""
+    return not (torch.is_grad_enabled() and x.requires_grad)
 
 
 def upfirdn2d(
@@ -64,6 +84,11 @@ def upfirdn2d(
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(batch, channels, height * up, width * up)
     pad_left, pad_right, pad_top, pad_bottom = padding
+    kernel = (f * gain).flip([0, 1]).to(x.dtype)
+    kernel = kernel[None, None].repeat(channels, 1, 1, 1)
+    if pad_left == pad_right == pad_top == pad_bottom >= 0:
+        # Zero padding inside the convolution avoids materialising a padded copy.
+        return F.conv2d(x, kernel, padding=pad_left, groups=channels)
     x = F.pad(x, [max(pad_left, 0), max(pad_right, 0), max(pad_top, 0), max(pad_bottom, 0)])
     x = x[
         :,
@@ -71,8 +96,6 @@ def upfirdn2d(
         max(-pad_top, 0) : x.shape[2] - max(-pad_bottom, 0),
         max(-pad_left, 0) : x.shape[3] - max(-pad_right, 0),
     ]
-    kernel = (f * gain).flip([0, 1]).to(x.dtype)
-    kernel = kernel[None, None].repeat(channels, 1, 1, 1)
     return F.conv2d(x, kernel, groups=channels)
 
 

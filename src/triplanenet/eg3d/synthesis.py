@@ -16,6 +16,7 @@ from triplanenet.eg3d.layers import (
     LRELU_GAIN,
     FullyConnectedLayer,
     bias_act,
+    can_modify_inplace,
     modulated_conv2d,
     setup_filter,
     upsample2d,
@@ -77,7 +78,7 @@ class SynthesisLayer(nn.Module):
             noise=noise,
         )
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, "lrelu", gain=LRELU_GAIN * gain, clamp=clamp)
+        return bias_act(x, self.bias, "lrelu", gain=LRELU_GAIN * gain, clamp=clamp, inplace=can_modify_inplace(x))
 
     def extra_repr(self) -> str:
         return f"in={self.in_channels}, out={self.out_channels}, resolution={self.resolution}, up={self.up}"
@@ -100,7 +101,7 @@ class ToRGBLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
-        return bias_act(x, self.bias, clamp=self.conv_clamp)
+        return bias_act(x, self.bias, clamp=self.conv_clamp, inplace=can_modify_inplace(x))
 
 
 class SynthesisBlock(nn.Module):
