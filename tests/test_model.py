@@ -153,3 +153,30 @@ def test_model_safetensors_round_trip_and_errors(tiny_model: TriPlaneNet, tmp_pa
         load_triplanenet(official_like)
     with pytest.raises(CheckpointError, match="not found"):
         load_triplanenet(tmp_path / "missing.pth")
+
+
+@pytest.mark.slow
+def test_official_format_checkpoint_loads_strictly(tmp_path: Path) -> None:
+    """Write files in the official layouts (generator .pth + triplanenet_final.pth) and load them back."""
+    generator_config = GeneratorConfig.ffhq512()
+    model = TriPlaneNet(TriPlaneNetConfig.official(generator_config))
+    fill_module(model.psp_encoder, seed=1, prefix="psp_encoder.")
+    fill_module(model.triplanenet_encoder, seed=1, prefix="triplanenet_encoder.")
+    fill_module(model.decoder, seed=1)
+    latent_avg = torch.randn(512)
+    generator_file = tmp_path / "ffhq512-128.pth"
+    torch.save(
+        {
+            "G_ema": model.decoder.state_dict(),
+            "init_kwargs": generator_config.to_official_kwargs(),
+            "latent_avg": latent_avg,
+        },
+        generator_file,
+    )
+    checkpoint = tmp_path / "triplanenet_final.pth"
+    torch.save({"state_dict": model.state_dict(), "opts": {"n_styles": 14}, "step": 500000}, checkpoint)
+    loaded = load_triplanenet(checkpoint, generator=generator_file)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    torch.testing.assert_close(loaded.latent_avg, latent_avg.repeat(14, 1))
+    assert loaded.decoder.neural_rendering_resolution == 128

@@ -52,7 +52,8 @@ def marching_cubes_mesh(grid: np.ndarray, level: float, box_warp: float) -> Mesh
     padded = np.pad(grid, 1, mode="constant", constant_values=floor)
     vertices, faces, _, _ = measure.marching_cubes(padded, level=level, gradient_direction="descent")
     spacing = box_warp / (resolution - 1)
-    vertices = (vertices - 1.0) * spacing - box_warp / 2
+    # Caps closing the surface at the cube border fall inside the padding voxel: snap them onto the border.
+    vertices = np.clip((vertices - 1.0) * spacing - box_warp / 2, -box_warp / 2, box_warp / 2)
     return Mesh(vertices=vertices.astype(np.float32), faces=faces.astype(np.int64))
 
 
