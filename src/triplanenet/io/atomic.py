@@ -31,6 +31,10 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
             dir=target.parent,
         )
         os.close(fd)
+        # mkstemp creates 0600 files; give outputs the permissions a normal open() would (0666 minus umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
     except OSError as exc:
         raise OutputWriteError(f"cannot write {target}: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -33,6 +32,7 @@ import torch
 
 from triplanenet.eg3d.camera import FFHQ_RADIUS, LABEL_DIM, find_label_problem
 from triplanenet.errors import CameraError
+from triplanenet.io.atomic import write_text_atomic
 
 __all__ = [
     "CameraTable",
@@ -485,20 +485,6 @@ def write_dataset_json(
     _check_rows(np.stack(rows), names, path)
     payload = {"labels": [[n, [_short_float(v) for v in r.tolist()]] for n, r in zip(names, rows, strict=True)]}
     text = json.dumps(payload, allow_nan=False)
-    _atomic_write_text(path, text)
+    write_text_atomic(path, text)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; give the file the usual permissions
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

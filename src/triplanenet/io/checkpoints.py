@@ -19,7 +19,6 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -624,18 +623,13 @@ def save_generator(
 def _atomic_save_safetensors(file: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-    os.close(fd)
+    from triplanenet.io.atomic import OutputWriteError, atomic_path
+
     try:
-        save_file(tensors, tmp_name, metadata=metadata)
-        os.replace(tmp_name, file)
-    except OSError as exc:
-        raise CheckpointError(
-            f"{file}: could not be written ({exc.strerror or exc}); check disk space/permissions"
-        ) from None
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        with atomic_path(file, suffix=".tmp") as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+    except OutputWriteError as exc:
+        raise CheckpointError(f"{exc}; check disk space/permissions") from None
 
 
 def convert_generator(
