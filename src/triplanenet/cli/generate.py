@@ -64,6 +64,12 @@ def generate(
     mesh: Annotated[bool, typer.Option("--mesh/--no-mesh", help="Extract a mesh by marching cubes.")] = False,
     mesh_resolution: Annotated[int, typer.Option(help="Density grid side for --mesh.")] = 128,
     mesh_format: Annotated[str, typer.Option(help="ply | obj")] = "ply",
+    mesh_level: Annotated[
+        float | None,
+        typer.Option(
+            help="Iso-level of raw density (default: EG3D's 10; for random-weight presets the 90th percentile)."
+        ),
+    ] = None,
     video: Annotated[bool, typer.Option("--video/--no-video", help="Write an orbit MP4 per seed.")] = False,
     frames: Annotated[int, typer.Option(help="Frames of the orbit video.")] = 48,
     fps: Annotated[int, typer.Option(help="Frame rate of the orbit video.")] = 24,
@@ -74,7 +80,7 @@ def generate(
 
     Example: triplanenet generate --generator ffhq512-128.pkl --seeds 0-3 --trunc 0.7 --mesh --video --out out/
     """
-    from triplanenet.eg3d.shapes import extract_mesh
+    from triplanenet.eg3d.shapes import OFFICIAL_LEVEL, extract_mesh
     from triplanenet.views import default_label, orbit_frames, render_labels
 
     if mesh_format not in ("ply", "obj"):
@@ -85,6 +91,7 @@ def generate(
     yaw_list = parse_floats(views, "views")
     torch_device = resolve_device(device)
     generator = build_generator(generator_path, preset, weights_seed, torch_device)
+    level = mesh_level if mesh_level is not None or generator_path is None else OFFICIAL_LEVEL
     out.mkdir(parents=True, exist_ok=True)
     config = generator.config
     frontal = default_label(generator).to(torch_device)
@@ -117,7 +124,7 @@ def generate(
             bar.advance(task)
             if mesh:
                 with console_warnings(f"seed {seed}"):
-                    shape = extract_mesh(generator, planes, resolution=mesh_resolution)
+                    shape = extract_mesh(generator, planes, resolution=mesh_resolution, level=level)
                 path = out / f"seed{seed:04d}.{mesh_format}"
                 (write_ply if mesh_format == "ply" else write_obj)(path, shape)
                 files.append(path.name)

@@ -486,5 +486,3 @@ def write_dataset_json(
     payload = {"labels": [[n, [_short_float(v) for v in r.tolist()]] for n, r in zip(names, rows, strict=True)]}
     text = json.dumps(payload, allow_nan=False)
     write_text_atomic(path, text)
-
-
