@@ -19,12 +19,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from triplanenet.eg3d.camera import validate_label
+from triplanenet.eg3d.camera import novel_view_labels, validate_label
 from triplanenet.eg3d.generator import SynthesisOutput, TriPlaneGenerator
 from triplanenet.errors import CheckpointError, InputImageError
 from triplanenet.io.atomic import atomic_path
 from triplanenet.io.mesh import Mesh
 from triplanenet.io.video import write_mp4
+from triplanenet.views import orbit_frames, render_labels
 
 INVERSION_FORMAT = "triplanenet-inversion"
 
@@ -73,8 +74,6 @@ class Inversion:
 
     def novel_views(self, yaws: Sequence[float], pitch: float = 0.0, batch_size: int = 4) -> torch.Tensor:
         """(N, 3, S, S) renders at yaw offsets from frontal (pitch in radians), intrinsics of the input camera."""
-        from triplanenet.eg3d.camera import novel_view_labels
-
         rendering = self.generator.config.rendering
         labels = novel_view_labels(
             self.camera.cpu(),
@@ -83,8 +82,8 @@ class Inversion:
             radius=rendering.avg_camera_radius,
             pivot=rendering.avg_camera_pivot,
         ).reshape(-1, 25)
-        images = [self.render(labels[i : i + batch_size]).image for i in range(0, labels.shape[0], batch_size)]
-        return torch.cat(images)
+        outputs = render_labels(self.generator, self.planes(), self.ws, labels, batch_size)
+        return torch.cat([out.image for out in outputs])
 
     def depth(self, camera: torch.Tensor | None = None) -> torch.Tensor:
         """(N, 1, r, r) depth (distance along each ray) at the given cameras (default: input camera)."""
@@ -98,8 +97,6 @@ class Inversion:
 
     def video(self, path: str | os.PathLike[str], frames: int = 48, fps: int = 24, batch_size: int = 4) -> int:
         """Write an orbit MP4; returns the number of frames."""
-        from triplanenet.views import orbit_frames
-
         return write_mp4(path, orbit_frames(self.generator, self.planes(), self.ws, frames, batch_size), fps=fps)
 
     # ----------------------------------------------------------------------------------------------------------------

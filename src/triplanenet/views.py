@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from triplanenet.eg3d.camera import camera_label, novel_view_labels, orbit_labels
+from triplanenet.eg3d.camera import camera_label, orbit_labels
 from triplanenet.eg3d.generator import SynthesisOutput, TriPlaneGenerator
 from triplanenet.io.images import tensor_to_uint8
 
@@ -40,28 +40,6 @@ def render_labels(
             planes=planes.expand(count, -1, -1, -1, -1),
             deterministic=deterministic,
         )
-
-
-def novel_view_strip(
-    generator: TriPlaneGenerator,
-    planes: torch.Tensor,
-    ws: torch.Tensor,
-    reference_label: torch.Tensor,
-    yaw_offsets: Sequence[float],
-    batch_size: int = 4,
-) -> list[np.ndarray]:
-    """uint8 images of one sample at yaw offsets from frontal (pitch 0, intrinsics of ``reference_label``)."""
-    rendering = generator.config.rendering
-    labels = novel_view_labels(
-        reference_label.reshape(1, 25).cpu(),
-        list(yaw_offsets),
-        radius=rendering.avg_camera_radius,
-        pivot=rendering.avg_camera_pivot,
-    ).reshape(-1, 25)
-    images: list[np.ndarray] = []
-    for out in render_labels(generator, planes, ws, labels, batch_size):
-        images.extend(tensor_to_uint8(image) for image in out.image)
-    return images
 
 
 def orbit_frames(

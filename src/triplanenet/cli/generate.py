@@ -22,7 +22,7 @@ from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
 from triplanenet.errors import TriplaneNetError
 from triplanenet.io.atomic import write_text_atomic
-from triplanenet.io.images import image_grid, save_depth, save_image, save_png
+from triplanenet.io.images import image_grid, save_depth, save_image, save_png, tensor_to_uint8
 from triplanenet.io.mesh import write_obj, write_ply
 from triplanenet.io.video import write_mp4
 
@@ -117,7 +117,7 @@ def generate(
                     save_image(f"{stem}.png", image)
                     save_depth(f"{stem}_depth.png", depth, mask=weight)
                     files += [f"{stem.name}.png", f"{stem.name}_depth.png", f"{stem.name}_depth.npy"]
-                    strip.append(((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy())
+                    strip.append(tensor_to_uint8(image))
                     index += 1
             save_png(out / f"seed{seed:04d}_views.png", image_grid(strip))
             files.append(f"seed{seed:04d}_views.png")

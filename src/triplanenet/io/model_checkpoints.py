@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from triplanenet.eg3d.generator import TriPlaneGenerator
 from triplanenet.errors import CheckpointError, ConfigError
 from triplanenet.io.atomic import atomic_path
-from triplanenet.io.checkpoints import _torch_load_weights_only, check_state_dict, load_generator
+from triplanenet.io.checkpoints import check_state_dict, load_generator, safe_torch_load
 from triplanenet.model import TriPlaneNet, TriPlaneNetConfig
 
 MODEL_FORMAT = "triplanenet-model"
@@ -95,7 +95,7 @@ def _load_official_model(file: Path, generator: str | os.PathLike[str] | TriPlan
             "trained with (e.g. --generator ffhq512-128.pth)"
         )
     gen = generator if isinstance(generator, TriPlaneGenerator) else load_generator(generator)
-    obj = _torch_load_weights_only(file, allow_zip_fallback=True)
+    obj = safe_torch_load(file)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{file}: not a TriPlaneNet checkpoint (no 'state_dict' of tensors inside)")
