@@ -69,6 +69,23 @@ class RenderingConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     """Training-only official keys we carry for round trips (``gpc_reg_prob``, ``density_reg``, ...)."""
 
+    def __post_init__(self) -> None:
+        if self.clamp_mode != "softplus":
+            raise ConfigError(f"clamp_mode must be 'softplus' (the only mode EG3D supports), got {self.clamp_mode!r}")
+        if self.depth_resolution < 2:
+            raise ConfigError(f"depth_resolution must be at least 2, got {self.depth_resolution}")
+        if self.depth_resolution_importance < 0:
+            raise ConfigError(f"depth_resolution_importance must be >= 0, got {self.depth_resolution_importance}")
+        if self.depth_resolution_importance > 0 and self.depth_resolution < 4:
+            raise ConfigError(
+                f"importance sampling needs depth_resolution >= 4, got {self.depth_resolution}; "
+                "raise it or set depth_resolution_importance=0"
+            )
+        if not self.ray_end > self.ray_start:
+            raise ConfigError(f"ray_end ({self.ray_end}) must be greater than ray_start ({self.ray_start})")
+        if self.disparity_space_sampling and self.ray_start <= 0:
+            raise ConfigError(f"disparity_space_sampling needs ray_start > 0, got {self.ray_start}")
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -123,10 +140,6 @@ class GeneratorConfig:
                 raise ConfigError(f"{name} must be a power of two >= 4, got {value}")
         if self.img_resolution < 4 * 4:
             raise ConfigError(f"img_resolution must be at least 16, got {self.img_resolution}")
-        if self.rendering.depth_resolution < 2:
-            raise ConfigError("rendering.depth_resolution must be at least 2")
-        if self.rendering.depth_resolution_importance and self.rendering.depth_resolution < 4:
-            raise ConfigError("importance sampling needs rendering.depth_resolution >= 4")
 
     # ----------------------------------------------------------------------------------------------------------------
     @property

@@ -372,21 +372,6 @@ class ImportanceRenderer(nn.Module):
 
     def __init__(self, config: RenderingConfig, max_points_per_chunk: int = DEFAULT_MAX_POINTS_PER_CHUNK) -> None:
         super().__init__()
-        if config.clamp_mode != "softplus":
-            raise ConfigError(f"clamp_mode must be 'softplus' (the only mode EG3D supports), got {config.clamp_mode!r}")
-        if config.depth_resolution < 2:
-            raise ConfigError(f"depth_resolution must be at least 2, got {config.depth_resolution}")
-        if config.depth_resolution_importance < 0:
-            raise ConfigError(f"depth_resolution_importance must be >= 0, got {config.depth_resolution_importance}")
-        if config.depth_resolution_importance > 0 and config.depth_resolution < 4:
-            raise ConfigError(
-                f"importance sampling needs depth_resolution >= 4, got {config.depth_resolution}; "
-                "raise it or set depth_resolution_importance=0"
-            )
-        if not config.ray_end > config.ray_start:
-            raise ConfigError(f"ray_end ({config.ray_end}) must be greater than ray_start ({config.ray_start})")
-        if config.disparity_space_sampling and config.ray_start <= 0:
-            raise ConfigError(f"disparity_space_sampling needs ray_start > 0, got {config.ray_start}")
         if max_points_per_chunk < 1:
             raise ConfigError(f"max_points_per_chunk must be positive, got {max_points_per_chunk}")
         self.config = config
