@@ -169,7 +169,8 @@ class TriPlaneNet(nn.Module):
         """First branch: images (B, 3, 256, 256) in [-1, 1] -> W+ codes (B, num_ws, w_dim), ``latent_avg`` included."""
         return self.psp_encoder(x) + self.latent_avg.unsqueeze(0)
 
-    def _pool(self, image: torch.Tensor) -> torch.Tensor:
+    def pool_to_input(self, image: torch.Tensor) -> torch.Tensor:
+        """Average-pool a render to the encoder input resolution (official: 512² -> 256²)."""
         size = self.config.input_resolution
         if image.shape[-1] == size:
             return image
@@ -220,16 +221,16 @@ class TriPlaneNet(nn.Module):
         ws = self.encode_ws(x)
         base_planes = self.decoder.planes(ws, noise_mode="const")
         first = self.decoder.render(base_planes, ws, camera, **render)
-        image_psp = self._pool(first.image)
+        image_psp = self.pool_to_input(first.image)
         # 2. Second branch on the detached first-branch result.
         ws_d, planes_d, rendered_d = ws.detach(), base_planes.detach(), image_psp.detach()
         offsets = self.predict_offsets(x, rendered_d, planes_d)
         out = self.decoder.render(planes_d + offsets.view_as(planes_d), ws_d, camera if cttr else target, **render)
         if cttr:
-            refined = self._pool(out.image)
+            refined = self.pool_to_input(out.image)
             offsets = self.predict_offsets(x, refined, planes_d)
             out = self.decoder.render(planes_d + offsets.view_as(planes_d), ws_d, target, **render)
-        image = self._pool(out.image) if resize else out.image
+        image = self.pool_to_input(out.image) if resize else out.image
         return TriPlaneNetOutput(
             image=image,
             image_psp=image_psp,

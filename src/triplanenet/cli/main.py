@@ -7,6 +7,7 @@ import typer
 from triplanenet.cli.convert import convert
 from triplanenet.cli.generate import generate
 from triplanenet.cli.invert import invert
+from triplanenet.cli.train import train
 
 app = typer.Typer(
     name="triplanenet",
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.command(no_args_is_help=False)(generate)
 app.command()(invert)
 app.command()(convert)
+app.command()(train)
 
 
 def main() -> None:

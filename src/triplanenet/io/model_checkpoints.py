@@ -5,7 +5,8 @@ Two formats:
 * the official TriPlaneNet v1 checkpoint (``triplanenet_final.pth``: ``{'state_dict', 'opts', ...}``), read with
   ``torch.load(weights_only=True)``. It has no ``latent_avg``: that comes from the EG3D generator file the model was
   trained with (``ffhq512-128.pth``), which must be passed as ``generator``;
-* our ``.safetensors`` (``format = triplanenet-model``): all weights, ``latent_avg`` and the config as JSON.
+* our ``.safetensors`` (``format = triplanenet-model``): all weights, ``latent_avg`` and the config as JSON;
+* training checkpoints written by ``triplanenet train`` (``.pt``, read with ``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from triplanenet.io.checkpoints import check_state_dict, load_generator, safe_to
 from triplanenet.model import TriPlaneNet, TriPlaneNetConfig
 
 MODEL_FORMAT = "triplanenet-model"
+TRAINING_CHECKPOINT_FORMAT = "triplanenet-train"  # written by triplanenet.train.trainer
 _SAFETENSORS_MAGIC_OFFSET = 8
 
 
@@ -89,13 +91,15 @@ def _load_safetensors_model(file: Path) -> TriPlaneNet:
 
 
 def _load_official_model(file: Path, generator: str | os.PathLike[str] | TriPlaneGenerator | None) -> TriPlaneNet:
+    obj = safe_torch_load(file)
+    if isinstance(obj, dict) and obj.get("format") == TRAINING_CHECKPOINT_FORMAT:
+        return _load_training_checkpoint(file, obj)
     if generator is None:
         raise CheckpointError(
             f"{file}: official TriPlaneNet checkpoints do not contain latent_avg; pass the EG3D generator they were "
             "trained with (e.g. --generator ffhq512-128.pth)"
         )
     gen = generator if isinstance(generator, TriPlaneGenerator) else load_generator(generator)
-    obj = safe_torch_load(file)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{file}: not a TriPlaneNet checkpoint (no 'state_dict' of tensors inside)")
@@ -104,6 +108,20 @@ def _load_official_model(file: Path, generator: str | os.PathLike[str] | TriPlan
     model.load_state_dict(state, strict=True)
     latent_avg = getattr(gen, "latent_avg", None)
     model.set_latent_avg(latent_avg if latent_avg is not None else gen.w_avg)
+    return model
+
+
+def _load_training_checkpoint(file: Path, obj: dict) -> TriPlaneNet:
+    """A checkpoint written by ``triplanenet train``: weights, latent_avg and the model config are all inside."""
+    try:
+        config = TriPlaneNetConfig.from_dict(json.loads(obj["model_config"]))
+        state, latent_avg = obj["state_dict"], obj["latent_avg"]
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{file}: incomplete training checkpoint ({exc})") from None
+    model = TriPlaneNet(config)
+    check_state_dict(model.state_dict(), state, source=str(file))
+    model.load_state_dict(state, strict=True)
+    model.set_latent_avg(latent_avg)
     return model
 
 

@@ -1,0 +1,79 @@
+"""``triplanenet train``: train TriPlaneNet on a dataset in the official layout (also under ``torchrun``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from triplanenet.cli.common import console, resolve_device, user_errors
+
+
+def _distributed_context(device_name: str):
+    """Initialise torch.distributed when launched by torchrun (WORLD_SIZE > 1)."""
+    import torch.distributed as dist
+
+    from triplanenet.train.trainer import DistributedContext
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext(), resolve_device(device_name)
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistributedContext(rank=rank, world_size=world_size), device
+
+
+def run_training(config_source: str, overrides: list[str], resume: str | None, device_name: str) -> dict[str, float]:
+    """Python entry point behind the command (also used by tests)."""
+    from triplanenet.train.build import build_criteria, build_datasets, build_generator, build_model
+    from triplanenet.train.config import load_train_config
+    from triplanenet.train.trainer import Trainer
+
+    config = load_train_config(config_source, overrides)
+    context, device = _distributed_context(device_name)
+    log = console.print if context.is_main else (lambda _message: None)
+    generator = build_generator(config, device)
+    model = build_model(config, generator)
+    train_set, val_set = build_datasets(config, model)
+    criteria = build_criteria(config, device, log)
+    trainer = Trainer(config, model, train_set, val_set, criteria, device, context, log=log)
+    if resume:
+        path = Path(config.out) / "checkpoints" / "last.pt" if resume == "auto" else Path(resume)
+        if resume == "auto" and not path.is_file():
+            log("no checkpoint to resume from; starting a new run")
+        else:
+            trainer.load_checkpoint(path)
+            log(f"resumed from {path} at step {trainer.step}")
+    log(f"training {len(train_set)} images ({0 if val_set is None else len(val_set)} for validation) on {device}")
+    try:
+        return trainer.fit()
+    except KeyboardInterrupt:
+        log(f"saved {Path(config.out) / 'checkpoints' / 'last.pt'} at step {trainer.step}; resume with --resume auto")
+        raise
+
+
+@user_errors
+def train(
+    config: Annotated[str, typer.Argument(help="Preset (paper | official_v1 | tiny) or a .toml/.json config file.")],
+    override: Annotated[
+        list[str] | None, typer.Option("--override", "-O", help="key=value, e.g. data=ffhq/ or psp_losses.mirror=0.")
+    ] = None,
+    resume: Annotated[str | None, typer.Option(help="Checkpoint to resume from, or 'auto' for <out>/last.pt.")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
+) -> None:
+    """Train the TriPlaneNet encoders (both branches, paper schedule). Multi-GPU: torchrun --nproc_per_node N
+    -m triplanenet.cli.main train CONFIG.
+
+    Example: triplanenet train paper -O data=datasets/ffhq -O generator=ffhq512-128.pth -O irse50=model_ir_se50.pth
+    """
+    logs = run_training(config, list(override or []), resume, device)
+    console.print("done: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items())))
