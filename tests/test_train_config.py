@@ -32,6 +32,8 @@ def test_overrides_and_files(tmp_path: Path) -> None:
     config = load_train_config(str(toml), ["seed=3"])
     assert config.lr_psp == 5e-5 and config.triplane_losses.lpips_weight == 0.3 and config.seed == 3
     assert config.psp_losses.lpips_weight == 0.8  # the rest of the preset is kept
+    # Overriding one field of a group keeps that group's other defaults (smooth-L1 for the second branch).
+    assert load_train_config("tiny", ["triplane_losses.lpips_weight=0"]).triplane_losses.pixel == "smooth_l1"
     assert TrainConfig.from_dict(config.to_dict()) == config
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from triplanenet.cli.convert import convert
+from triplanenet.cli.fetch_weights import fetch_weights
 from triplanenet.cli.generate import generate
 from triplanenet.cli.invert import invert
 from triplanenet.cli.train import train
@@ -20,6 +21,7 @@ app.command(no_args_is_help=False)(generate)
 app.command()(invert)
 app.command()(convert)
 app.command()(train)
+app.command()(fetch_weights)
 
 
 def main() -> None:

@@ -99,6 +99,11 @@ def build_datasets(config: TrainConfig, model: TriPlaneNet) -> tuple[Dataset, Da
     train_set: Dataset = FaceDataset(config.data, split="train", **common)
     val_set = FaceDataset(config.data, split="val", **common) if config.val_fraction > 0 else None
     if config.synthetic_samples > 0:
+        if config.confidence == "maps":
+            raise ConfigError(
+                "EG3D synthetic samples have no confidence maps: use confidence = confnet or learned with "
+                "synthetic_samples, or set synthetic_samples = 0"
+            )
         from triplanenet.train.synthetic import generate_synthetic_dataset
 
         cameras = train_set.cameras  # type: ignore[attr-defined]
@@ -115,39 +120,37 @@ def build_datasets(config: TrainConfig, model: TriPlaneNet) -> tuple[Dataset, Da
 
 
 def build_criteria(config: TrainConfig, device: torch.device, log: Callable[[str], None] = print) -> Criteria:
-    """Loss functions for the run; terms whose networks are unavailable are disabled with a printed note."""
+    """Loss functions for the run; the identity term is disabled with a printed note when no network is given."""
     from triplanenet import losses
 
     weights = (config.psp_losses, config.triplane_losses)
-    notes: list[str] = []
     lpips = None
     if any(w.lpips_weight or (w.mirror and w.mirror_lpips_weight) for w in weights):
         lpips = losses.LPIPS.from_file().to(device)
     identity = None
+    notes: list[str] = []
     if any(w.id_weight or (w.mirror and w.mirror_id_weight) for w in weights):
         network_path = config.irse50 or config.identity_network
         if network_path:
-            identity = losses.IdentityLoss(losses.load_identity_network(network_path)).to(device)
+            id_loss = losses.IdentityLoss(losses.load_identity_network(network_path)).to(device)
+            identity = lambda y, x: id_loss(y, x).loss  # noqa: E731
         else:
-            notes.append(
-                "identity loss disabled: no ArcFace weights (irse50 = model_ir_se50.pth) or identity_network given"
-            )
+            notes.append(losses.IDENTITY_DISABLED_WARNING)
     confidence = None
-    trainable = False
     if config.confidence == "confnet":
         assert config.confnet is not None
-        confidence = losses.load_confnet(config.confnet).to(device).eval()
+        confidence = losses.load_confnet(config.confnet).to(device).eval().requires_grad_(False)
     elif config.confidence == "learned":
+        torch.manual_seed(config.seed)
         confidence = losses.ConfNet()
-        trainable = True
     for note in notes:
         log(f"note: {note}")
     return Criteria(
         lpips=lpips,
         identity=identity,
-        symmetry=losses.symmetry_loss,
+        symmetry=lambda x_m, y_m, sigma, kind: losses.symmetry_loss_fixed_sigma(x_m, y_m, sigma, distance=kind),
         laplacian_nll=losses.laplacian_nll,
         confidence=confidence,
-        confidence_trainable=trainable,
+        confidence_trainable=config.confidence == "learned",
         notes=notes,
     )

@@ -194,8 +194,9 @@ def load_train_config(source: str, overrides: list[str] | tuple[str, ...] = ()) 
 
     A file may name a base preset with ``preset = "..."``.
     """
+    defaults = TrainConfig().to_dict()  # nested groups start from their own defaults, not from blank dicts
     if source in PRESETS:
-        data: dict[str, Any] = PRESETS[source]()
+        data: dict[str, Any] = _merge(defaults, PRESETS[source]())
     else:
         path = Path(source)
         if not path.is_file():
@@ -210,7 +211,7 @@ def load_train_config(source: str, overrides: list[str] | tuple[str, ...] = ()) 
         base = loaded.pop("preset", "paper")
         if base not in PRESETS:
             raise ConfigError(f"{path}: unknown preset {base!r}; choose one of {', '.join(PRESETS)}")
-        data = _merge(PRESETS[base](), loaded)
+        data = _merge(_merge(defaults, PRESETS[base]()), loaded)
     for override in overrides:
         keys, value = parse_override(override)
         target = data

@@ -6,6 +6,8 @@ gradient ``g`` and per-parameter step counter ``t``:
 1. Gradient centralization (``use_gc``): when ``g.ndim > 1`` (``> 3`` with ``gc_conv_only``), subtract from ``g``
    its mean over every dimension but the first. Conv and linear weights are centralised; biases, norm and PReLU
    weights (1-D) are not. ``p.grad`` itself is left untouched (the reference changes it in place as a side effect).
+   The reference stores ``use_gc`` but never reads it (it always centralises); here ``use_gc=False`` really turns
+   centralization off. With the default ``use_gc=True`` both behave identically.
 2. Moments: ``v = β2·v + (1−β2)·g²``, ``m = β1·m + (1−β1)·g``.
 3. RAdam rectification with ``ρ∞ = 2/(1−β2) − 1`` and ``ρ_t = ρ∞ − 2t·β2ᵗ/(1−β2ᵗ)``:
 
@@ -201,7 +203,8 @@ class Ranger(Optimizer):
         """Restore a :meth:`state_dict` (also accepts official Ranger states, which have no ``radam_buffer``).
 
         The moments are restored in their saved precision (float32), not cast to a low-precision parameter's
-        dtype as :meth:`torch.optim.Optimizer.load_state_dict` would.
+        dtype as :meth:`torch.optim.Optimizer.load_state_dict` would, and every state tensor is copied (loading
+        another optimizer's live ``state_dict()`` does not make the two share buffers).
 
         Raises:
             CheckpointError: a malformed ``radam_buffer``.
@@ -217,10 +220,10 @@ class Ranger(Optimizer):
             if not saved:
                 continue
             work_dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
-            for key in ("exp_avg", "exp_avg_sq"):
+            for key, dtype in (("exp_avg", work_dtype), ("exp_avg_sq", work_dtype), ("slow_buffer", p.dtype)):
                 value = saved.get(key)
-                if isinstance(value, torch.Tensor):
-                    self.state[p][key] = value.to(device=p.device, dtype=work_dtype, copy=True)
+                if isinstance(value, torch.Tensor):  # always a copy: never alias the caller's tensors
+                    self.state[p][key] = value.to(device=p.device, dtype=dtype, copy=True)
         self.radam_buffer = buffer
 
 

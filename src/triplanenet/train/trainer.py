@@ -29,6 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from triplanenet.errors import TriplaneNetError
 from triplanenet.io.atomic import atomic_path, write_text_atomic
 from triplanenet.io.model_checkpoints import TRAINING_CHECKPOINT_FORMAT as CHECKPOINT_FORMAT
+from triplanenet.losses.confnet import CONFNET_INPUT_SIZE, mirror_sigma
+from triplanenet.losses.reconstruction import l1_loss, l2_loss, smooth_l1_loss
 from triplanenet.model import TriPlaneNet
 from triplanenet.train.config import BranchLossConfig, TrainConfig
 from triplanenet.train.sampler import StepBatchSampler
@@ -46,9 +48,10 @@ class TrainingError(TriplaneNetError):
 class Criteria:
     """The loss functions of a run. Images are (B, 3, R, R) in [-1, 1]; σ maps (B, 1, R, R) > 0.
 
-    ``lpips(a, b)`` and ``identity(a, b)`` return batch means; ``identity`` may be None (term disabled).
-    ``confidence`` maps mirrored inputs to σ (None: σ = 1); ``confidence_trainable`` marks a σ-net trained with the
-    Laplacian likelihood (eq. 4).
+    ``lpips(a, b)`` and ``identity(a, b)`` return batch means; either may be None (term disabled).
+    ``confidence`` is a σ-net (unsup3d ConfNet): a fixed pretrained one (σ of x_m = the mirrored flip-σ of x, as the
+    official conf maps), or, with ``confidence_trainable``, one trained from scratch on x_m with the Laplacian
+    likelihood (eq. 4). None and no dataset maps: σ = 1.
     """
 
     lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
@@ -60,15 +63,11 @@ class Criteria:
     notes: list[str] = field(default_factory=list)
 
 
-def pixel_distance(kind: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean pixel loss: ``l2`` (MSE), ``smooth_l1`` (β = 1) or ``l1``."""
-    if kind == "l2":
-        return F.mse_loss(a, b)
-    if kind == "smooth_l1":
-        return F.smooth_l1_loss(a, b)
-    if kind == "l1":
-        return F.l1_loss(a, b)
-    raise ValueError(f"unknown pixel loss {kind!r}")
+PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "l2": l2_loss,
+    "smooth_l1": smooth_l1_loss,
+    "l1": l1_loss,
+}
 
 
 def branch_loss(
@@ -83,7 +82,7 @@ def branch_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Eq. (1): reconstruction (eq. 2) + λm · mirror prior (eq. 3). Returns the loss and its logged parts."""
     logs: dict[str, float] = {}
-    pixel = pixel_distance(weights.pixel, y, x)
+    pixel = PIXEL_LOSSES[weights.pixel](y, x)
     total = weights.pixel_weight * pixel
     logs[f"{prefix}/{weights.pixel}"] = pixel.item()
     if criteria.lpips is not None and weights.lpips_weight:
@@ -227,15 +226,26 @@ class Trainer:
         images = self.model.pool_to_input(out.image)
         return images[: planes.shape[0]], images[planes.shape[0] :]
 
-    def _sigma(self, x_mirror: torch.Tensor | None, batch: dict[str, Any]) -> torch.Tensor | None:
+    def _sigma(self, x: torch.Tensor, x_mirror: torch.Tensor | None, batch: dict[str, Any]) -> torch.Tensor | None:
+        """σ aligned with the mirrored input (B, 1, R, R), detached; None means σ = 1."""
         if x_mirror is None:
             return None
         if self.config.confidence == "maps":
             return batch["confidence_mirror"].to(self.device)
-        if self.criteria.confidence is not None:
+        confnet = self.criteria.confidence
+        if confnet is None:
+            return None
+        if self.criteria.confidence_trainable:
             with torch.no_grad():
-                return self.criteria.confidence(x_mirror)
-        return None
+                return self._learned_sigma(x_mirror)
+        return mirror_sigma(confnet.predict_sigma(x, output_size=x.shape[-1]))
+
+    def _learned_sigma(self, x_mirror: torch.Tensor) -> torch.Tensor:
+        """Differentiable σ of the σ-net trained with eq. 4: x_m at 64² -> channel 0 -> upsampled to R."""
+        assert self.criteria.confidence is not None
+        small = F.interpolate(x_mirror, size=(CONFNET_INPUT_SIZE,) * 2, mode="bilinear", align_corners=False)
+        sigma = self.criteria.confidence(small)[0][:, :1]
+        return F.interpolate(sigma, size=x_mirror.shape[-2:], mode="bilinear", align_corners=False)
 
     def training_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One optimisation step of both branches (as the schedule allows). Returns logged scalars."""
@@ -249,7 +259,7 @@ class Trainer:
         use_mirror = cfg.uses_mirror
         x_mirror = batch["image_mirror"].to(self.device) if use_mirror else None
         camera_mirror = batch["camera_mirror"].to(self.device) if use_mirror else None
-        sigma = self._sigma(x_mirror, batch)
+        sigma = self._sigma(x, x_mirror, batch)
         logs: dict[str, float] = {}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             with torch.set_grad_enabled(train_psp):
@@ -275,7 +285,7 @@ class Trainer:
         if self.confnet_optimizer is not None and x_mirror is not None and final_mirror is not None:
             assert self.criteria.confidence is not None
             self.criteria.confidence.train()
-            nll = self.criteria.laplacian_nll(x_mirror, final_mirror.detach(), self.criteria.confidence(x_mirror))
+            nll = self.criteria.laplacian_nll(x_mirror, final_mirror.detach(), self._learned_sigma(x_mirror))
             self._optimise(nll, self.confnet_optimizer, self.criteria.confidence, "confnet")
             logs["confnet/nll"] = nll.item()
         self._last_images = (x, y.detach(), final.detach(), x_mirror, final_mirror)
@@ -358,7 +368,7 @@ class Trainer:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise TrainingError(f"{path}: not a triplanenet training checkpoint (written by `triplanenet train`)")
         saved_model = json.loads(state["model_config"])
-        if saved_model != self.model.config.to_dict():
+        if saved_model != json.loads(json.dumps(self.model.config.to_dict())):
             raise TrainingError(f"{path}: the checkpoint's model architecture differs from this run's config")
         self.model.load_state_dict(state["state_dict"], strict=True)
         self.model.set_latent_avg(state["latent_avg"])
