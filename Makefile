@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# MTCNN weights ship in facenet-pytorch; --no-deps because its pins would replace torch. Never imported.
+	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
 	$(VENV)/bin/triplanenet fetch-weights
 	touch $(STAMP)
 

@@ -157,3 +157,50 @@ def test_two_process_gloo_training_keeps_ranks_in_sync(dataset_dir: Path, tmp_pa
             continue  # batch-norm statistics are per process (as in DDP without SyncBatchNorm)
         torch.testing.assert_close(value, rank1[key], msg=key)
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_cli_train_with_synthetic_samples_and_resume(dataset_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from triplanenet.cli.main import app
+
+    out = tmp_path / "run"
+    args = ["train", "tiny", "--device", "cpu", "-O", f"data={dataset_dir}", "-O", f"out={out}"]
+    args += ["-O", "max_steps=4", "-O", "add_triplanenet=2", "-O", "synthetic_samples=4", "-O", "save_every=2"]
+    for item in NO_PERCEPTUAL:
+        args += ["-O", item]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert len(list((out / "synthetic_4_seed0").glob("*.png"))) == 4
+    more = [*args[:-2], "-O", "max_steps=6", "--resume", "auto"]
+    for item in NO_PERCEPTUAL:
+        more += ["-O", item]
+    result = CliRunner().invoke(app, more, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "resumed from" in result.output and "at step 4" in result.output
+    bad = CliRunner().invoke(app, ["train", "tiny", "-O", "batch_size=0"], catch_exceptions=False)
+    assert bad.exit_code == 1 and "batch_size" in bad.output and "Traceback" not in bad.output
+
+
+def test_torchrun_uses_the_same_entry_point(dataset_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+    ]
+    command += ["-m", "triplanenet.cli.main", "train", "tiny", "--device", "cpu"]
+    command += ["-O", f"data={dataset_dir}", "-O", f"out={out}", "-O", "max_steps=3", "-O", "add_triplanenet=1"]
+    for item in NO_PERCEPTUAL:
+        command += ["-O", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "checkpoints" / "last.pt").is_file()

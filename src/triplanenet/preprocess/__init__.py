@@ -101,7 +101,7 @@ class PreprocessedFace:
 
 
 def _to_unit_tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).to(torch.float32) / 127.5 - 1.0
+    return torch.from_numpy(np.array(array, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
 
 
 def preprocess_face(

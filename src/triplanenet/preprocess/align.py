@@ -12,6 +12,11 @@ Deep3DFaceRecon's ``align_img``:
    ``int(h/2 − 512 + (H/2 − t'_y)·k)``).
 3. The centre ``center_crop_size`` (700) square of that is resized to ``output_size`` (512) with LANCZOS.
 
+The official arithmetic is kept exactly, quirks included: it mixes pixel-index and pixel-edge coordinates and
+flips y with ``H − 1 − y`` but centres with ``H / 2``, so the template origin lands ``0.5·k`` resized pixels right
+of and above the 1024 crop's centre (≈ 1.5 px in the 512² output for a typical ``k`` ≈ 4), and the ``int()``
+truncations move the crop by up to one resized pixel.
+
 Here the bicubic resize is evaluated only on the 700-pixel region that survives step 3 (identical pixels, far
 less work), and pixels outside the photo are filled by ``pad_mode``: ``"reflect"`` (default, the FFHQ-style
 choice), ``"edge"``, or ``"constant"`` (black, what EG3D's in-the-wild script produces via PIL's crop).
@@ -38,7 +43,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from triplanenet.errors import InputImageError
+from triplanenet.errors import ConfigError, InputImageError
 
 __all__ = [
     "LM3D_STD",
@@ -74,8 +79,9 @@ INPUT_SIZE = 256
 def template_landmarks(output_size: int = OUTPUT_SIZE) -> np.ndarray:
     """Where :data:`LM3D_STD` lands in the crop for a perfectly frontal face (orthographic, scale 300 px/unit).
 
-    Returns (5, 2) pixel coordinates in an ``output_size`` crop made with the default recipe (1024 → 700 → size).
-    A real face's landmarks land near these points; yaw and pitch move the nose most.
+    Returns (5, 2) pixel coordinates in an ``output_size`` crop made with the default recipe (1024 → 700 → size),
+    without the official recipe's half-pixel offset (``(+0.5, −0.5)·k`` resized pixels, see the module docstring).
+    A real face's landmarks land near these points; yaw, pitch and expressions move the nose and mouth most.
     """
     centre = TARGET_SIZE / 2 - math.floor(TARGET_SIZE / 2 - CENTER_CROP_SIZE / 2)  # 350 in the 700 crop
     scale = output_size / CENTER_CROP_SIZE
@@ -208,7 +214,7 @@ def align_face(
         InputImageError: bad image, or landmarks that are not 5 finite, distinct points.
     """
     if pad_mode not in ("reflect", "edge", "constant"):
-        raise ValueError(f"pad_mode must be 'reflect', 'edge' or 'constant', got {pad_mode!r}")
+        raise ConfigError(f"pad_mode must be 'reflect', 'edge' or 'constant', got {pad_mode!r}")
     rgb = _as_uint8_rgb(image)
     h0, w0 = rgb.shape[:2]
     lm = np.asarray(landmarks, dtype=np.float64)

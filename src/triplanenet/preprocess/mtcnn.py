@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from triplanenet.errors import CheckpointError, InputImageError
+from triplanenet.errors import CheckpointError, ConfigError, InputImageError
 
 __all__ = [
     "LANDMARK_NAMES",
@@ -298,7 +298,7 @@ def nms(
         (K,) int64 indices of the kept boxes, by decreasing score.
     """
     if mode not in ("union", "min"):
-        raise ValueError(f"NMS mode must be 'union' or 'min', got {mode!r}")
+        raise ConfigError(f"NMS mode must be 'union' or 'min', got {mode!r}")
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.flip(torch.argsort(scores, stable=True), dims=(0,))
@@ -481,7 +481,7 @@ def detect_faces(
         thresholds: face-probability thresholds of P-Net, R-Net and O-Net.
         factor: pyramid scale step.
         model: networks from :func:`load_mtcnn` (loaded from the facenet-pytorch wheel when None).
-        device: where to run; default: the model's device (CPU for a freshly loaded model).
+        device: where to load the networks when ``model`` is None (default CPU); a given model runs where it is.
 
     Returns:
         Faces sorted by size (box width + height), largest first, as EG3D picks ``faces[0]``. Empty when no face
@@ -492,12 +492,12 @@ def detect_faces(
         CheckpointError: the MTCNN weights cannot be found or read.
     """
     if len(thresholds) != 3 or not all(0.0 <= float(t) <= 1.0 for t in thresholds):
-        raise ValueError(f"thresholds must be 3 probabilities, got {tuple(thresholds)!r}")
+        raise ConfigError(f"MTCNN thresholds must be 3 probabilities, got {tuple(thresholds)!r}")
     if not 0.0 < factor < 1.0 or not min_face_size >= 12:
-        raise ValueError(f"need 0 < factor < 1 and min_face_size >= 12, got {factor!r}, {min_face_size!r}")
+        raise ConfigError(f"MTCNN needs 0 < factor < 1 and min_face_size >= 12, got {factor!r}, {min_face_size!r}")
     if model is None:
         model = load_mtcnn(device=device)
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    dev = next(model.parameters()).device
     img = to_rgb_tensor(image).to(dev)
     _, height, width = img.shape
 

@@ -3,7 +3,8 @@
 EG3D's in-the-wild pipeline gets the head pose from Deep3DFaceRecon (a 3DMM regressor, not available offline)
 and converts it with ``3dface2idr_mat.py`` and ``preprocess_face_cameras.py --mode orig``. This module keeps
 that camera model and conversion but replaces the network by a least-squares fit of the 5-point mean face
-:data:`~triplanenet.preprocess.align.LM3D_STD` to the 5 landmarks in the aligned crop:
+(:data:`POSE_TEMPLATE`, the symmetrised :data:`~triplanenet.preprocess.align.LM3D_STD`) to the 5 landmarks in
+the aligned crop:
 
 * Deep3DFaceRecon's camera: face points ``P = M·X + T`` (``M = Rz(γ)·Ry(β)·Rx(α)``, angles ``(α, β, γ)`` =
   ``angle`` of its output), a pin-hole camera at ``(0, 0, 10)`` looking down −z with focal 1015 px at 224 px,
@@ -24,7 +25,9 @@ roll-free look-at camera :func:`~triplanenet.eg3d.camera.camera_label` ``(yaw, p
 
 Accuracy caveat: a mean face cannot know a person's nose length or mouth width, so pitch (nose height between
 eyes and mouth) is the least reliable angle; a broad smile reads as a few degrees of pitch. Yaw and roll are
-well constrained. This is a stand-in for Deep3DFaceRecon, not a reproduction of its numbers.
+better constrained. This is a stand-in for Deep3DFaceRecon, not a reproduction of its numbers: on TriPlaneNet's
+``example_dataset/example.png`` (official label yaw 0.539, pitch −0.160 rad) it gives yaw 0.438, pitch −0.235;
+MTCNN's landmarks drift towards a frontal layout at large yaw, so |yaw| tends to be underestimated.
 """
 
 from __future__ import annotations
@@ -46,12 +49,13 @@ from triplanenet.eg3d.camera import (
     label_to_yaw_pitch,
     lookat_cam2world,
 )
-from triplanenet.errors import InputImageError
+from triplanenet.errors import ConfigError, InputImageError
 from triplanenet.preprocess.align import LM3D_STD
 
 __all__ = [
     "CAMERA_DISTANCE",
     "MOUTH_VERTICAL_WEIGHT",
+    "POSE_TEMPLATE",
     "PoseEstimate",
     "camera_from_face_pose",
     "estimate_pose",
@@ -63,13 +67,20 @@ CAMERA_DISTANCE: float = 10.0
 """Deep3DFaceRecon's camera distance from the face origin (BFM decimetres)."""
 _POSITION_SCALE = 0.27  # 3dface2idr_mat.py: normalises the camera radius
 _POSITION_OFFSET = (0.0, 0.006, 0.161)  # 3dface2idr_mat.py: "additional offset used in submission"
+POSE_TEMPLATE: np.ndarray = 0.5 * (LM3D_STD + LM3D_STD[[1, 0, 2, 4, 3]] * np.array([-1.0, 1.0, 1.0]))
+"""(5, 3) :data:`LM3D_STD` made exactly mirror symmetric (averaged with its x-mirror, left/right swapped).
+
+The official template is slightly asymmetric (eye x −0.3115 / +0.3098, nose x +0.0033); fitted as is, exactly
+mirrored landmarks give yaws differing by up to 0.02 rad. The symmetric version makes the pose of a mirrored
+photo the mirrored pose (EG3D's ``flip_yaw`` labels assume this). Changes are below 0.002 units."""
 MOUTH_VERTICAL_WEIGHT: float = 0.2
 """Default weight of the mouth corners' vertical residuals in the pose fit (eyes, nose and mouth x: 1).
 
 Chosen on two real photos (``skimage.data.astronaut()``, broad smile; TriPlaneNet's ``example.png``, whose
 official Deep3DFaceRecon label is known): plain least squares (weight 1) reads the astronaut's smile as pitch
-−0.56 rad and the example as −0.28 (official −0.16); weight 0.2 gives −0.09 and −0.23. Yaw and roll barely
-change (< 0.01 rad). The nose (the only deep point) still fixes pitch; the weak mouth term only disambiguates."""
+−0.56 rad and the example as −0.28 (official −0.16); weight 0.2 gives −0.09 and −0.24 (0.1: −0.05 and −0.22).
+Yaw and roll change by < 0.015 rad. The nose (the only deep point) still fixes pitch; the weak mouth term
+only disambiguates."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +175,7 @@ def camera_from_face_pose(
     if camera == "lookat":
         yaw, pitch = label_to_yaw_pitch(label)
         return camera_label(yaw.double(), pitch.double())[0]
-    raise ValueError(f"camera must be 'official' or 'lookat', got {camera!r}")
+    raise ConfigError(f"camera must be 'official' or 'lookat', got {camera!r}")
 
 
 def _camera_roll(label: torch.Tensor) -> float:
@@ -229,7 +240,7 @@ def estimate_pose(
     landmarks: np.ndarray | torch.Tensor,
     crop_size: int = 512,
     camera: Literal["official", "lookat"] = "official",
-    template: np.ndarray = LM3D_STD,
+    template: np.ndarray = POSE_TEMPLATE,
     mouth_vertical_weight: float = MOUTH_VERTICAL_WEIGHT,
 ) -> PoseEstimate:
     """Estimate the head pose and EG3D camera from 5 landmarks in an aligned crop.
@@ -240,7 +251,7 @@ def estimate_pose(
             (left eye, right eye, nose, mouth left, mouth right; left = image left).
         crop_size: side of the crop the landmarks are in (the camera focal is ``4.2647 · crop_size`` pixels).
         camera: ``"official"`` (keeps roll, like EG3D's labels) or ``"lookat"`` (roll-free look-at camera).
-        template: (5, 3) 3D mean-face points (BFM decimetres).
+        template: (5, 3) 3D mean-face points (BFM decimetres); default the symmetrised Deep3DFaceRecon template.
         mouth_vertical_weight: weight of the mouth corners' y residuals (1 = plain least squares). Smiles lift
             the mouth corners, which a rigid mean face can only explain as pitch; see :data:`MOUTH_VERTICAL_WEIGHT`.
 
@@ -254,12 +265,13 @@ def estimate_pose(
     if lm.shape != (5, 2) or not torch.isfinite(lm).all():
         raise InputImageError(f"landmarks must be 5 finite (x, y) points, got shape {tuple(lm.shape)}")
     if camera not in ("official", "lookat"):
-        raise ValueError(f"camera must be 'official' or 'lookat', got {camera!r}")
+        raise ConfigError(f"camera must be 'official' or 'lookat', got {camera!r}")
     focal_px = FFHQ_FOCAL * crop_size
     center_px = crop_size / 2 - 0.5
     points3d = torch.as_tensor(np.asarray(template, dtype=np.float64))
 
-    # Starting points: a small grid of yaw (β) and pitch (α); roll from the eye line; T from the crop scale.
+    # Starting points: a grid of yaw (β) and pitch (α); roll from the eye line; T = 0 (the crop already puts the
+    # template origin at the centre, at the scale of a face 10 units away).
     eyes = lm[1] - lm[0]
     roll0 = -math.atan2(float(eyes[1]), float(eyes[0]))
     starts = [

@@ -113,7 +113,7 @@ _HAIR_PALETTE = (
     (0.33, 0.21, 0.12),  # brown
     (0.62, 0.48, 0.30),  # dark blond
     (0.82, 0.70, 0.47),  # blond
-    (0.55, 0.24, 0.10),  # red
+    (0.48, 0.21, 0.09),  # red
     (0.62, 0.60, 0.58),  # grey
 )
 _HAIR_WEIGHTS = (0.25, 0.25, 0.2, 0.1, 0.07, 0.06, 0.07)
@@ -186,7 +186,7 @@ class HeadParams:
         out[:, _OFFSETS["asymmetry"][0]] = 1.0
         out[:, _OFFSETS["texture_seed"][0]] = torch.floor(uniform(n) * 65536.0).clamp_max(65535.0)
         # Colours.
-        tone = uniform(n, 1) ** 1.3
+        tone = uniform(n, 1)
         light, dark = torch.tensor(_SKIN_LIGHT), torch.tensor(_SKIN_DARK)
         skin = light + (dark - light) * tone + 0.03 * (2 * uniform(n, 3) - 1)
         out[:, _slice("skin_color")] = skin.clamp(0.0, 1.0)

@@ -26,6 +26,7 @@ specular term, then sRGB-encoded. Everything is deterministic given the identity
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -140,6 +141,14 @@ def project_points(points: torch.Tensor, cameras: torch.Tensor, resolution: int)
 # Sphere tracing
 
 
+# Bounding volume of every head the parameter ranges allow (world units): an ellipsoid around the head and
+# hair, and a vertical cylinder around the neck below it. Rays are traced only where they cross it.
+BOUND_CENTRE: tuple[float, float, float] = (0.0, -0.03, 0.06)
+BOUND_RADII: tuple[float, float, float] = (0.29, 0.46, 0.40)
+NECK_BOUND: tuple[float, float, float] = (-0.005, 0.165, -0.1)
+"""Neck cylinder: axis at ``(x, z) = (0, NECK_BOUND[0])``, radius ``NECK_BOUND[1]``, for ``y < NECK_BOUND[2]``."""
+
+
 def _box_interval(origins: torch.Tensor, dirs: torch.Tensor, half: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Entry and exit distances of rays (K, 3) through the cube ``[-half, half]^3`` (entry >= 0)."""
     safe = torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
@@ -148,6 +157,39 @@ def _box_interval(origins: torch.Tensor, dirs: torch.Tensor, half: float) -> tup
     t0 = torch.minimum(t_a, t_b).amax(dim=-1).clamp_min(0.0)
     t1 = torch.maximum(t_a, t_b).amin(dim=-1)
     return t0, t1
+
+
+def _quadratic_interval(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Roots of ``a t² + b t + c`` (a > 0) as an interval; empty (t0 > t1) when there are none."""
+    disc = b * b - 4.0 * a * c
+    root = torch.sqrt(disc.clamp_min(0.0))
+    a2 = (2.0 * a).clamp_min(1e-12)
+    t0 = (-b - root) / a2
+    t1 = (-b + root) / a2
+    empty = disc <= 0
+    return torch.where(empty, torch.full_like(t0, math.inf), t0), torch.where(empty, torch.full_like(t1, -math.inf), t1)
+
+
+def _bound_interval(origins: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where rays (K, 3) cross the head's bounding volume, clipped to the tri-plane cube; empty when t0 >= t1."""
+    centre = torch.tensor(BOUND_CENTRE, device=origins.device)
+    radii = torch.tensor(BOUND_RADII, device=origins.device)
+    o = (origins - centre) / radii
+    d = dirs / radii
+    e0, e1 = _quadratic_interval((d * d).sum(-1), 2.0 * (o * d).sum(-1), (o * o).sum(-1) - 1.0)
+    axis_z, radius, top = NECK_BOUND
+    ox, oz = origins[:, 0], origins[:, 2] - axis_z
+    dx, dz = dirs[:, 0], dirs[:, 2]
+    c0, c1 = _quadratic_interval(dx * dx + dz * dz, 2.0 * (ox * dx + oz * dz), ox * ox + oz * oz - radius * radius)
+    dy = torch.where(dirs[:, 1].abs() < 1e-9, torch.full_like(dx, -1e-9), dirs[:, 1])
+    y_a, y_b = (-_TRACE_BOX - origins[:, 1]) / dy, (top - origins[:, 1]) / dy
+    c0 = torch.maximum(c0, torch.minimum(y_a, y_b))
+    c1 = torch.minimum(c1, torch.maximum(y_a, y_b))
+    neck_ok = c0 < c1
+    t0 = torch.where(neck_ok, torch.minimum(e0, c0), e0)
+    t1 = torch.where(neck_ok, torch.maximum(e1, c1), e1)
+    b0, b1 = _box_interval(origins, dirs, _TRACE_BOX)
+    return torch.maximum(t0, b0), torch.minimum(t1, b1)
 
 
 def _trace(
@@ -165,7 +207,7 @@ def _trace(
     hits when within one pixel of the surface (grazing rays on silhouettes). Returns ``(t, hit)``.
     """
     k = origins.shape[0]
-    t0, t1 = _box_interval(origins, dirs, _TRACE_BOX)
+    t0, t1 = _bound_interval(origins, dirs)
     t_out = t0.clone()
     hit_out = torch.zeros(k, dtype=torch.bool, device=origins.device)
     active = (t0 < t1).nonzero().squeeze(1)
@@ -371,12 +413,12 @@ def head_albedo(p: Coords, params: HeadParams, g: Geometry, parts: SdfParts) -> 
     # Eyebrows: an arched band above each eye, made of short strands.
     bx = (ax - g.eye_x) / 0.045
     arch = g.eye_y + 0.036 + 0.008 * (1.0 - bx * bx) - 0.004 * bx
-    half_width = 0.0055 * params.eyebrow_thickness * (1.0 - 0.35 * bx.clamp(-1.0, 1.0))
+    half_width = 0.0075 * params.eyebrow_thickness * (1.0 - 0.35 * bx.clamp(-1.0, 1.0))
     band = (1.0 - _smoothstep(0.6, 1.0, (y - arch).abs() / half_width)) * (1.0 - _smoothstep(0.8, 1.1, bx.abs()))
     band = band * (z > 0.22)
     brow_strands = tex(lambda a, b, c: value_noise(a * 300.0, b * 120.0, c * 60.0, seed + 53))
-    brow_w = band * params.eyebrow_darkness * (0.55 + 0.45 * brow_strands)
-    skin = torch.lerp(skin, hair_base * 0.7, brow_w.clamp(0.0, 1.0)[:, None])
+    brow_w = band * (0.55 + 0.45 * params.eyebrow_darkness) * (0.75 + 0.25 * brow_strands)
+    skin = torch.lerp(skin, hair_base * 0.4, brow_w.clamp(0.0, 1.0)[:, None])
 
     # ---- hair: strands combed back (lines of constant angle around the z axis), or falling away from the
     # parting (lines of constant z, running around the parting axis); mixed by |parting|.

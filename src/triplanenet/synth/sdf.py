@@ -148,12 +148,12 @@ def head_geometry(params: HeadParams) -> Geometry:
     put("jaw_rx", 0.110 * p.jaw_width)
     put("jaw_ry", 0.112 * cl)
     put("jaw_rz", 0.150)
-    put("chin_y", -0.095 - 0.082 * cl)
-    put("chin_z", 0.284 + 0.014 * p.chin_protrusion)
-    put("chin_r", 0.036)
+    put("chin_y", -0.095 - 0.072 * cl)
+    put("chin_z", 0.282 + 0.014 * p.chin_protrusion)
+    put("chin_r", 0.034)
     # Mid-face and cheekbones.
     fw = p.face_width
-    put("face_rx", 0.118 * fw)
+    put("face_rx", 0.124 * fw)
     put("jowl_x", 0.066 * fw)
     cb = 0.8 + 0.4 * p.cheekbones
     put("cheek_x", 0.080 * fw)
@@ -169,7 +169,7 @@ def head_geometry(params: HeadParams) -> Geometry:
     put("eye_r", r_e)
     put("lid_y", eye_y + r_e * (0.3 + 0.3 * p.eye_openness))
     put("brow_y", eye_y + 0.042)
-    put("brow_r", 0.020 + 0.010 * p.brow_ridge)
+    put("brow_r", 0.016 + 0.010 * p.brow_ridge)
     # Nose.
     nl, npr, nw = p.nose_length, p.nose_protrusion, p.nose_width
     tip_y = eye_y - 0.070 * nl
@@ -198,9 +198,9 @@ def head_geometry(params: HeadParams) -> Geometry:
     put("ear_cos", torch.cos(angle))
     put("ear_sin", torch.sin(angle))
     # Neck.
-    put("neck_r", 0.076 * p.neck_width)
+    put("neck_r", 0.100 * p.neck_width)
     # Hair.
-    t = 0.006 + 0.030 * p.hair_volume
+    t = 0.010 + 0.040 * p.hair_volume
     put("hair_t", t)
     put("hair_len", p.hair_length)
     put("hairline", p.hairline)
@@ -267,10 +267,10 @@ def head_sdf(p: Coords, g: Geometry, parts: bool = False) -> torch.Tensor | SdfP
     head = smin(head, jaw, 0.05)
     midface = sd_ellipsoid(p, (0.0, g.eye_y - 0.05, 0.185), (g.face_rx, 0.085, 0.125))
     head = smin(head, midface, 0.04)
-    jowl = sd_ellipsoid(pa, (g.jowl_x, g.eye_y - 0.085, 0.2), (0.05, 0.055, 0.07))
+    jowl = sd_ellipsoid(pa, (g.jowl_x, g.eye_y - 0.085, 0.19), (0.045, 0.05, 0.065))
     head = smin(head, jowl, 0.03)
-    chin = sd_sphere(p, (0.0, g.chin_y, g.chin_z), g.chin_r)
-    head = smin(head, chin, 0.035)
+    chin = sd_ellipsoid(p, (0.0, g.chin_y, g.chin_z), (g.chin_r * 1.25, g.chin_r, g.chin_r))
+    head = smin(head, chin, 0.04)
     cheek = sd_ellipsoid(pa, (g.cheek_x, g.eye_y - 0.032, 0.238), (g.cheek_rx, g.cheek_ry, g.cheek_rz))
     head = smin(head, cheek, 0.03)
     muzzle = sd_ellipsoid(p, (0.0, g.mouth_y + 0.014, 0.268), (0.056, 0.06, 0.06))
@@ -279,8 +279,8 @@ def head_sdf(p: Coords, g: Geometry, parts: bool = False) -> torch.Tensor | SdfP
     head = smin(head, brow, 0.025)
     # Eye sockets, hugging the eyeballs.
     eye_c = (g.eye_x, g.eye_y, g.eye_z)
-    socket = sd_sphere(pa, eye_c, g.eye_r * 1.2)
-    head = smax(head, -socket, 0.01)
+    socket = sd_sphere(pa, eye_c, g.eye_r * 1.03)
+    head = smax(head, -socket, 0.006)
     # Nose: bridge, lower body, tip, wings, nostrils.
     nose = sd_round_cone(
         p, (0.0, g.bridge_y, g.bridge_z), (0.0, g.tip_y + 0.006, g.tip_z - 0.01), 0.0085, g.tip_r * 0.85
@@ -300,7 +300,12 @@ def head_sdf(p: Coords, g: Geometry, parts: bool = False) -> torch.Tensor | SdfP
     lower = sd_ellipsoid(p, (0.0, g.mouth_y - 0.0105 * lf, 0.313), (g.mouth_rx * 0.88, 0.011 * lf, 0.019 * lf))
     lips = smin(upper, lower, 0.004)
     head = smin(head, lips, 0.006)
-    slit = sd_ellipsoid(p, (0.0, g.mouth_y, 0.33), (g.mouth_rx * 1.02, 0.0014, 0.026))
+    # The slit: a thin slab bounded by an ellipse in the xz plane (exact-ish, unlike a flat ellipsoid).
+    qx, qz = x / (g.mouth_rx * 1.02), (z - 0.33) / 0.026
+    k0 = torch.sqrt(qx * qx + qz * qz)
+    k1 = torch.sqrt((qx / (g.mouth_rx * 1.02)) ** 2 + (qz / 0.026) ** 2).clamp_min(1e-9)
+    ellipse = (k0 * (k0 - 1.0) / k1).clamp_min(0.0)
+    slit = torch.sqrt(ellipse * ellipse + (y - g.mouth_y) ** 2) - 0.0014
     head = smax(head, -slit, 0.002)
     # Ears: a thin ellipsoid turned out by the protrusion angle, with the bowl carved in.
     dx, dz = ax - g.ear_x, z - 0.068
@@ -314,12 +319,12 @@ def head_sdf(p: Coords, g: Geometry, parts: bool = False) -> torch.Tensor | SdfP
     ear = smax(ear, -bowl, 0.003)
     head = smin(head, ear, 0.008)
     # Neck.
-    neck = sd_round_cone(p, (0.0, -0.10, 0.035), (0.0, -0.65, -0.03), g.neck_r, g.neck_r)
+    neck = sd_round_cone(p, (0.0, -0.10, 0.025), (0.0, -0.65, -0.03), g.neck_r, g.neck_r)
     head = smin(head, neck, 0.035)
     # Eyelids: shells around the eyeballs above an arched upper edge and below a flatter lower edge.
     ex2 = (ax - g.eye_x) ** 2 / g.eye_r
-    lid_up = smax(sd_sphere(pa, eye_c, g.eye_r * 1.1), (g.lid_y - 0.55 * ex2) - y, 0.002)
-    lid_low = smax(sd_sphere(pa, eye_c, g.eye_r * 1.06), y - (g.eye_y - 0.55 * g.eye_r + 0.3 * ex2), 0.002)
+    lid_up = smax(sd_sphere(pa, eye_c, g.eye_r * 1.1), ((g.lid_y - 0.55 * ex2) - y) / 1.3, 0.002)
+    lid_low = smax(sd_sphere(pa, eye_c, g.eye_r * 1.06), (y - (g.eye_y - 0.55 * g.eye_r + 0.3 * ex2)) / 1.15, 0.002)
     head = smin(head, torch.minimum(lid_up, lid_low), 0.003)
     eyes = sd_sphere(pa, eye_c, g.eye_r)
     hair = _hair_sdf(p, g)
@@ -357,7 +362,7 @@ def _hair_sdf(p: Coords, g: Geometry) -> torch.Tensor:
     groove = torch.exp(-(((x - part_x) / 0.009) ** 2)) * _smoothstep(0.10, 0.20, y) * _smoothstep(-0.06, 0.12, z)
     hair = hair + 0.006 * g.parting.abs() * groove
     # Face opening: an ellipsoid in front of the face removes the hair there; the hairline field moves it.
-    face_cut = sd_ellipsoid(p, (0.0, -0.13, 0.30), (0.205, 0.285 + 0.035 * g.hairline, 0.30))
+    face_cut = sd_ellipsoid(p, (0.0, -0.13, 0.30), (0.205, 0.265 + 0.035 * g.hairline, 0.30))
     hair = smax(hair, -face_cut, 0.012)
     # Nape: the hair ends above a plane that tilts down towards the back by an amount set by the hair length.
     drop = 0.08 + 0.30 * length
