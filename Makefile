@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/triplanenet generate --preset tiny --seeds 0-1 --views=-0.4,0,0.4 --mesh --video --out outputs/generate
+	$(VENV)/bin/triplanenet demo --out outputs/demo
 
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

@@ -47,6 +47,10 @@ def test_sphere_mesh_is_closed_and_at_the_right_radius() -> None:
     # σ = 10 at r = 0.3 − 0.1 = 0.2; marching cubes is accurate to a fraction of a voxel (1/47).
     assert abs(radii.mean() - 0.2) < 0.01 and radii.std() < 0.01
     assert mesh.colors is not None and mesh.colors.dtype == np.uint8 and mesh.colors.shape == mesh.vertices.shape
+    # Faces are counter-clockwise seen from outside: the signed volume is positive (4/3·π·0.2³ ≈ 0.0335).
+    v = mesh.vertices[mesh.faces]
+    volume = np.einsum("ij,ij->i", v[:, 0], np.cross(v[:, 1], v[:, 2])).sum() / 6
+    assert abs(volume - 4 / 3 * np.pi * 0.2**3) < 0.003
 
 
 def test_surface_cut_by_the_cube_is_still_closed() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -31,6 +32,15 @@ from triplanenet.synth import (
 from triplanenet.synth import render as synth_render
 
 RES = 96  # small renders keep the suite fast; still ~2.7 mm per pixel at the face
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Rendering is hundreds of small element-wise ops per step: one thread is faster and steadier on shared CPUs."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _frontal_and_yaws(*yaws: float) -> torch.Tensor:
@@ -158,8 +168,13 @@ def test_render_shapes_ranges_and_determinism(views: tuple[torch.Tensor, synth_r
     assert float(sample.depth[fg].min()) >= RAY_START and float(sample.depth[fg].max()) <= RAY_END
     assert bool((sample.depth[~fg] == RAY_END).all())
     assert bool((sample.image.permute(0, 2, 3, 1)[~fg[:, 0]] == -1.0).all())  # black background
-    again = render_heads(sample.params[:1], cameras[:1], RES)
-    assert torch.equal(again.image[0], sample.image[0]) and torch.equal(again.depth[0], sample.depth[0])
+    again = render_heads(sample.params, cameras, RES)
+    for name in ("image", "depth", "mask", "landmarks_2d", "landmarks_3d", "landmarks_visible"):
+        assert torch.equal(getattr(again, name), getattr(sample, name)), name
+    # Alone or in a batch: the same picture (up to last-bit differences of vectorised maths).
+    alone = render_heads(sample.params[:1], cameras[:1], RES)
+    assert float((alone.image[0] - sample.image[0]).abs().max()) < 1e-3
+    assert torch.equal(alone.mask[0], sample.mask[0])
 
 
 def test_background_options_and_broadcasting() -> None:
@@ -168,8 +183,8 @@ def test_background_options_and_broadcasting() -> None:
     bg = ~sample.mask[0, 0].bool()
     assert torch.equal(sample.image[0, :, bg][:, 0], torch.tensor([0.0, 0.5, -0.5]))
     assert bool((sample.depth[0, 0][bg] == 0.0).all())
-    two = render_heads(head, camera_label(torch.tensor([0.3, 0.3]), 0.0), 32)
-    assert torch.equal(two.image[0], two.image[1])
+    two = render_heads(head, camera_label(torch.tensor([0.3, 0.3]), 0.0), 32)  # one identity for both cameras
+    assert torch.equal(two.mask[0], two.mask[1]) and torch.allclose(two.image[0], two.image[1], atol=1e-4)
 
 
 def test_framing_matches_an_ffhq_crop(views: tuple[torch.Tensor, synth_render.SynthSample]) -> None:
@@ -210,9 +225,9 @@ def test_landmarks_lie_on_visible_features(views: tuple[torch.Tensor, synth_rend
             # Unproject the pixel with the rendered depth: it lands within a few pixels of the 3D landmark.
             point = centre[b] + sample.depth[b, 0, row, col] * dirs[b, row * RES + col]
             assert float((point - sample.landmarks_3d[b, k]).norm()) < 0.012, (b, k)
-        for k in (0, 1):
+        for k in (0, 1):  # pupil and iris: darker than the skin around (a catch-light may sit on the pupil)
             col, row = (int(v) for v in sample.landmarks_2d[b, k].floor().tolist())
-            assert float(luminance[b, row, col]) < float(face.median()) - 0.2
+            assert float(luminance[b, row - 1 : row + 2, col - 1 : col + 2].min()) < float(face.median()) - 0.2
     # The same 3D landmarks whatever the view (they are properties of the identity).
     assert torch.equal(sample.landmarks_3d[0], sample.landmarks_3d[1])
     assert torch.allclose(sample.landmarks_3d[0], head_landmarks(sample.params[:1])[0])
@@ -239,9 +254,7 @@ def test_mirror_camera_gives_the_flipped_image(symmetric_head: HeadParams) -> No
     # With the side parting and the unmirrored texture back on, the flip no longer matches.
     parted = HeadParams(symmetric_head.vector).replace(parting=1.0, asymmetry=1.0)
     asym = render_heads(parted, cameras, RES)
-    assert float((asym.image[0] - asym.image[1].flip(-1)).abs().mean()) > 2 * float(
-        (sym.image[0] - flipped).abs().mean()
-    )
+    assert float((asym.image[0] - asym.image[1].flip(-1)).abs().mean()) > 0.02
 
 
 def test_render_errors() -> None:
@@ -295,7 +308,8 @@ def test_mesh_is_watertight_and_matches_the_rendered_depth(
         pick = rows[torch.randperm(len(rows), generator=g)[:100]]
         points.append(origins[b, pick] + sample.depth.reshape(cameras.shape[0], -1)[b, pick, None] * dirs[b, pick])
     surface = torch.cat(points)
-    assert float(sdf_points(symmetric_head, surface).abs().max()) < 0.25 * voxel
+    on_level = sdf_points(symmetric_head, surface).abs()
+    assert float(on_level.max()) < 0.5 * voxel and float(on_level.median()) < 0.02 * voxel
     nearest = torch.cdist(surface.double(), torch.from_numpy(v)).min(dim=1).values
     assert float(nearest.max()) < voxel
 

@@ -56,9 +56,9 @@ class TriPlaneNetConfig:
         return cls(generator=generator or GeneratorConfig.ffhq512())
 
     @classmethod
-    def tiny(cls, variant: str = "official_v1") -> TriPlaneNetConfig:
-        """A small model (64² encoder input, tiny generator) for tests and CPU demos."""
-        gen = GeneratorConfig.tiny()
+    def tiny(cls, variant: str = "official_v1", generator: GeneratorConfig | None = None) -> TriPlaneNetConfig:
+        """Small encoders (tiny IR-SE bodies) sized for ``generator`` (default: the tiny generator)."""
+        gen = generator or GeneratorConfig.tiny()
         res = gen.backbone_resolution
         return cls(
             generator=gen,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from triplanenet.cli.convert import convert
+from triplanenet.cli.demo import demo
 from triplanenet.cli.fetch_weights import fetch_weights
 from triplanenet.cli.generate import generate
 from triplanenet.cli.invert import invert
@@ -17,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command()(demo)
 app.command(no_args_is_help=False)(generate)
 app.command()(invert)
 app.command()(convert)

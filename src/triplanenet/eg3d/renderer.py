@@ -148,6 +148,10 @@ def sample_stratified(
 # Ray marcher (MipRayMarcher2)
 
 
+EMPTY_RAY_WEIGHT = 1e-20
+"""Rays whose accumulated weight is at most this count as empty (depth -> far bound)."""
+
+
 def compute_weights(densities: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
     """Compositing weights of the S-1 intervals between consecutive samples.
 
@@ -201,8 +205,14 @@ def ray_march(
     depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
     features = torch.sum(weights * colors_mid, dim=-2)
     weight_sum = weights.sum(dim=2)
-    depth = torch.sum(weights * depths_mid, dim=-2) / weight_sum
-    depth = torch.nan_to_num(depth, nan=float("inf"))
+    # Same values as EG3D's sum / total -> nan_to_num(inf) for every ray with weight, but rays with (almost) no
+    # weight take the +inf branch without ever dividing by zero, so the gradient stays finite when depth is trained.
+    has_weight = weight_sum > EMPTY_RAY_WEIGHT
+    depth = torch.where(
+        has_weight,
+        torch.sum(weights * depths_mid, dim=-2) / weight_sum.clamp_min(EMPTY_RAY_WEIGHT),
+        torch.full_like(weight_sum, float("inf")),
+    )
     if clamp_depth:
         depth = torch.clamp(depth, depths.min(), depths.max())
     if white_back:

@@ -50,7 +50,7 @@ def marching_cubes_mesh(grid: np.ndarray, level: float, box_warp: float) -> Mesh
     resolution = grid.shape[0]
     floor = min(float(grid.min()), level) - 1.0
     padded = np.pad(grid, 1, mode="constant", constant_values=floor)
-    vertices, faces, _, _ = measure.marching_cubes(padded, level=level, gradient_direction="descent")
+    vertices, faces, _, _ = measure.marching_cubes(padded, level=level, gradient_direction="ascent")
     spacing = box_warp / (resolution - 1)
     # Caps closing the surface at the cube border fall inside the padding voxel: snap them onto the border.
     vertices = np.clip((vertices - 1.0) * spacing - box_warp / 2, -box_warp / 2, box_warp / 2)

@@ -24,7 +24,7 @@ from triplanenet.synth.render import (
     sample_cameras,
     value_noise,
 )
-from triplanenet.synth.sdf import Geometry, head_geometry, head_sdf, sdf_points
+from triplanenet.synth.sdf import Geometry, SdfParts, head_geometry, head_parts, head_sdf, sdf_points
 
 __all__ = [
     "FIELDS",
@@ -35,11 +35,13 @@ __all__ = [
     "Field",
     "Geometry",
     "HeadParams",
+    "SdfParts",
     "SynthSample",
     "head_albedo",
     "head_geometry",
     "head_landmarks",
     "head_mesh",
+    "head_parts",
     "head_sdf",
     "project_points",
     "render_heads",

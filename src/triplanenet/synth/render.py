@@ -39,7 +39,17 @@ from triplanenet.eg3d.rays import generate_rays, split_label
 from triplanenet.errors import ConfigError
 from triplanenet.io.mesh import Mesh
 from triplanenet.synth.params import HeadParams
-from triplanenet.synth.sdf import STEP_SCALE, Coords, Geometry, SdfParts, head_geometry, head_sdf, to_local, to_world
+from triplanenet.synth.sdf import (
+    STEP_SCALE,
+    Coords,
+    Geometry,
+    SdfParts,
+    head_geometry,
+    head_parts,
+    head_sdf,
+    to_local,
+    to_world,
+)
 
 __all__ = [
     "LANDMARK_NAMES",
@@ -63,6 +73,7 @@ LANDMARK_NAMES: tuple[str, ...] = ("left_eye", "right_eye", "nose_tip", "mouth_l
 
 _TRACE_BOX = 0.5  # rays are traced inside the tri-plane cube only
 _HIT_PIXELS = 0.05  # a ray has converged when the field is below this fraction of its pixel footprint
+_LAST_STEP_PIXELS = 2.0  # after the last step, rays still this close (in pixels) to the surface count as hits
 _MAX_CHUNK = 1 << 18  # rays per tracing chunk (bounds memory at high resolution)
 _LIGHT = (0.0, 0.5, 1.0)  # key light direction (towards the light), world space, symmetric about x = 0
 
@@ -204,7 +215,8 @@ def _trace(
 
     ``footprint`` (K,) is the ray's pixel size per unit distance; a ray converges when the field drops below
     ``_HIT_PIXELS`` pixels. Converged rays leave the active set. After ``max_steps`` the remaining rays count as
-    hits when within one pixel of the surface (grazing rays on silhouettes). Returns ``(t, hit)``.
+    hits when within ``_LAST_STEP_PIXELS`` pixels of the surface (grazing rays on silhouettes and in creases).
+    Returns ``(t, hit)``.
     """
     k = origins.shape[0]
     t0, t1 = _bound_interval(origins, dirs)
@@ -218,17 +230,17 @@ def _trace(
             break
         px = a_o + a_t[:, None] * a_d
         d = head_sdf((px[:, 0], px[:, 1], px[:, 2]), a_geo)
-        assert isinstance(d, torch.Tensor)
         tol = _HIT_PIXELS * a_fp * a_t
         converged = d < tol
         escaped = a_t > a_t1
         last = step == max_steps - 1
         if last:
-            converged = converged | ((d < a_fp * a_t) & ~escaped)
+            converged = converged | ((d < _LAST_STEP_PIXELS * a_fp * a_t) & ~escaped)
         finished = converged | escaped
         a_t = a_t + torch.where(finished, torch.zeros_like(d), STEP_SCALE * d)
         n_done = int(finished.sum())
-        if last or n_done > max(16, active.numel() // 8):
+        # Compact when many rays are done (big batches) or all of them are (few rays, e.g. landmarks).
+        if last or n_done == active.numel() or n_done * 8 > active.numel():
             if last:
                 finished = torch.ones_like(finished)
             done = active[finished]
@@ -248,16 +260,13 @@ def _trace(
         for _ in range(2):
             px = origins[hits] + h_t[:, None] * dirs[hits]
             d = head_sdf((px[:, 0], px[:, 1], px[:, 2]), h_geo)
-            assert isinstance(d, torch.Tensor)
             h_t = h_t + d
         t_out[hits] = h_t
     return t_out, hit_out
 
 
 def _field(points: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    value = head_sdf((points[:, 0], points[:, 1], points[:, 2]), geo)
-    assert isinstance(value, torch.Tensor)
-    return value
+    return head_sdf((points[:, 0], points[:, 1], points[:, 2]), geo)
 
 
 def _normals(points: torch.Tensor, geo: Geometry, h: float = 4e-4) -> torch.Tensor:
@@ -369,7 +378,7 @@ class _Texture:
 
 
 def head_albedo(p: Coords, params: HeadParams, g: Geometry, parts: SdfParts) -> tuple[torch.Tensor, torch.Tensor]:
-    """Linear-RGB albedo (K, 3) and a specular weight (K,) at surface points.
+    """Linear-RGB albedo (K, 3) and specular ``(weight, exponent)`` (K, 2) at surface points.
 
     ``params`` and ``g`` hold one row per point (or a single row for all points); ``parts`` are the material
     fields at the points.
@@ -411,11 +420,12 @@ def head_albedo(p: Coords, params: HeadParams, g: Geometry, parts: SdfParts) -> 
     # ---- hair colour (used for the eyebrows too)
     hair_base = _srgb_to_linear(params.hair_color).expand(k, 3)
     # Eyebrows: an arched band above each eye, made of short strands.
-    bx = (ax - g.eye_x) / 0.045
-    arch = g.eye_y + 0.036 + 0.008 * (1.0 - bx * bx) - 0.004 * bx
-    half_width = 0.0075 * params.eyebrow_thickness * (1.0 - 0.35 * bx.clamp(-1.0, 1.0))
-    band = (1.0 - _smoothstep(0.6, 1.0, (y - arch).abs() / half_width)) * (1.0 - _smoothstep(0.8, 1.1, bx.abs()))
-    band = band * (z > 0.22)
+    bx = (ax - g.eye_x) / 0.04  # -1 above the inner eye corner, +1 above the outer one
+    arch = g.eye_y + 0.036 + 0.008 * (1.0 - bx * bx) - 0.003 * bx
+    half_width = 0.0085 * params.eyebrow_thickness * (1.0 - 0.4 * bx.clamp(-1.0, 1.0))
+    across = 1.0 - _smoothstep(0.6, 1.0, (y - arch).abs() / half_width)
+    along = _smoothstep(-1.05, -0.8, bx) * (1.0 - _smoothstep(0.75, 1.0, bx))
+    band = across * along * (z > 0.22)
     brow_strands = tex(lambda a, b, c: value_noise(a * 300.0, b * 120.0, c * 60.0, seed + 53))
     brow_w = band * (0.55 + 0.45 * params.eyebrow_darkness) * (0.75 + 0.25 * brow_strands)
     skin = torch.lerp(skin, hair_base * 0.4, brow_w.clamp(0.0, 1.0)[:, None])
@@ -425,13 +435,17 @@ def head_albedo(p: Coords, params: HeadParams, g: Geometry, parts: SdfParts) -> 
     part = params.parting
     part_x = 0.045 * part
 
+    # Across the strands the noise is fine (both the angle/position across and the distance from the axis the
+    # hair flows around), along them it is coarse.
     def combed(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         theta = torch.atan2(a, b + 0.02) * 0.2
-        return _fbm(theta * 320.0, c * 28.0, b * 2.0, seed + 71, 2)
+        radius = torch.sqrt(a * a + (b + 0.02) ** 2)
+        return _fbm(theta * 320.0, c * 28.0, radius * 320.0, seed + 71, 2)
 
     strands_back = tex(combed)
     angle = torch.atan2(x - part_x, y + 0.05) * 0.2
-    strands_part = _fbm(z * 320.0, angle * 28.0, y * 2.0, seed + 89, 2)
+    radius = torch.sqrt((x - part_x) ** 2 + (y + 0.05) ** 2)
+    strands_part = _fbm(z * 320.0, angle * 28.0, radius * 320.0, seed + 89, 2)
     mix = part.abs() * _smoothstep(-0.02, 0.08, y)
     strands = torch.lerp(strands_back, strands_part, mix)
     ht = params.hair_texture
@@ -440,11 +454,12 @@ def head_albedo(p: Coords, params: HeadParams, g: Geometry, parts: SdfParts) -> 
     hair = torch.lerp(hair, skin, (0.7 * scalp)[:, None])
 
     # ---- eyes: pupil, striated iris with a dark rim, sclera; looking along +z.
-    ex = x - torch.sign(x) * g.eye_x
-    vx, vy = ex / g.eye_r, (y - g.eye_y) / g.eye_r
+    vx, vy = (ax - g.eye_x) / g.eye_r, (y - g.eye_y) / g.eye_r  # the two eyes are mirror images
     rho = torch.sqrt(vx * vx + vy * vy)
     iris_col = _srgb_to_linear(params.eye_color).expand(k, 3)
-    stripes = value_noise(torch.atan2(vy, vx) * 9.0, rho * 6.0, torch.zeros_like(rho), seed + 97)
+    # Radial striations: noise on the direction around the pupil (no seam) and coarsely on the radius.
+    inv = 3.0 / rho.clamp_min(1e-6)
+    stripes = value_noise(vx * inv, vy * inv, rho * 6.0, seed + 97)
     iris_col = iris_col * (0.6 + 0.8 * stripes)[:, None] * (1.0 - 0.5 * _smoothstep(0.36, 0.47, rho))[:, None]
     sclera = torch.tensor([0.72, 0.66, 0.62], device=x.device).expand(k, 3)
     sclera = sclera * (1.0 - 0.25 * _smoothstep(0.6, 1.0, rho))[:, None]
@@ -457,18 +472,25 @@ def head_albedo(p: Coords, params: HeadParams, g: Geometry, parts: SdfParts) -> 
     w_eye = ((torch.minimum(parts.skin, parts.hair) - parts.eyes) / 0.002 + 0.5).clamp(0.0, 1.0)
     albedo = torch.lerp(skin, hair, w_hair[:, None])
     albedo = torch.lerp(albedo, eye, w_eye[:, None])
-    spec = 0.04 + 0.08 * lip_w + 0.06 * w_hair + 0.8 * w_eye
-    return albedo, spec
+    # Specular weight and exponent: skin, then lips, hair (broad sheen) and eyes (sharp catch-light).
+    spec = torch.lerp(
+        torch.lerp(0.03 + 0.07 * lip_w, torch.full_like(lip_w, 0.035), w_hair), torch.full_like(lip_w, 0.8), w_eye
+    )
+    power = torch.lerp(
+        torch.lerp(torch.full_like(lip_w, 40.0), torch.full_like(lip_w, 12.0), w_hair),
+        torch.full_like(lip_w, 250.0),
+        w_eye,
+    )
+    return albedo, torch.stack((spec, power), dim=-1)
 
 
 def _shade(points: torch.Tensor, dirs: torch.Tensor, params: HeadParams, geo: Geometry) -> torch.Tensor:
     """sRGB colour in [0, 1] (K, 3) of surface points seen along ``dirs``."""
     p = (points[:, 0], points[:, 1], points[:, 2])
-    parts = head_sdf(p, geo, parts=True)
-    assert isinstance(parts, SdfParts)
+    parts = head_parts(p, geo)
     normals = _normals(points, geo)
     ao = _occlusion(points, normals, geo)
-    albedo, spec_w = head_albedo(p, params, geo, parts)
+    albedo, specular = head_albedo(p, params, geo, parts)
     light = torch.tensor(_LIGHT, device=points.device)
     light = light / light.norm()
     ndl = normals @ light
@@ -477,7 +499,7 @@ def _shade(points: torch.Tensor, dirs: torch.Tensor, params: HeadParams, geo: Ge
     ambient = 0.18 + 0.22 * sky
     half = F.normalize(light - dirs, dim=-1)
     nh = (normals * half).sum(-1).clamp_min(0.0)
-    spec = spec_w * (nh**60) * (ndl > 0)
+    spec = specular[:, 0] * nh.pow(specular[:, 1]) * (ndl > 0)
     lit = albedo * (0.85 * diffuse * ao.sqrt() + ambient * ao)[:, None] + spec[:, None]
     return _linear_to_srgb(lit)
 
@@ -526,7 +548,7 @@ def render_heads(
     *,
     background: float | Sequence[float] = -1.0,
     background_depth: float = RAY_END,
-    max_steps: int = 64,
+    max_steps: int = 128,
 ) -> SynthSample:
     """Render identities from EG3D cameras by sphere tracing, with ground truth.
 
@@ -536,10 +558,15 @@ def render_heads(
         resolution: image side R.
         background: background colour in [-1, 1], a number (grey level) or an RGB triple.
         background_depth: depth stored for background pixels.
-        max_steps: sphere-tracing steps per ray (rays that converge earlier stop early).
+        max_steps: most sphere-tracing steps per ray; rays stop as soon as they converge, so only the few
+            grazing rays use many (fewer steps leave pin-holes in creases at high resolution).
 
     Returns:
         :class:`SynthSample` (conventions in the module docstring).
+
+    Speed (CPU, one thread): ~0.08 s per 128² image in batches of 16, ~1.2 s per 512² image. The tracer runs
+    hundreds of small element-wise ops per step; on a busy or small CPU ``torch.set_num_threads(1)`` is often
+    faster and much steadier than several threads.
     """
     cameras = torch.as_tensor(cameras, dtype=torch.float32)
     if cameras.dim() == 1:
@@ -636,7 +663,9 @@ def head_mesh(params: HeadParams, resolution: int = 128, with_colors: bool = Tru
     Returns:
         :class:`triplanenet.io.mesh.Mesh` in world units, watertight, faces counter-clockwise from outside.
     """
-    from triplanenet.eg3d.shapes import grid_coordinates, marching_cubes_mesh
+    from skimage import measure
+
+    from triplanenet.eg3d.shapes import grid_coordinates
 
     if len(params) != 1:
         raise ConfigError(f"head_mesh takes one identity, got {len(params)}; index the batch with params[i]")
@@ -645,16 +674,19 @@ def head_mesh(params: HeadParams, resolution: int = 128, with_colors: bool = Tru
     geo = head_geometry(params)
     coords = grid_coordinates(resolution, 1.0, device=params.device)
     values = torch.cat([_field(coords[s : s + chunk], geo) for s in range(0, len(coords), chunk)])
-    grid = (-values).reshape(resolution, resolution, resolution).cpu().numpy()
-    mesh = marching_cubes_mesh(grid, 0.0, 1.0)
+    grid = values.reshape(resolution, resolution, resolution).cpu().numpy()  # [x, y, z], negative inside
+    # The head is clipped just inside the cube, so the grid border is outside and the surface is closed; the
+    # field grows outwards, for which skimage's "descent" winds the faces counter-clockwise seen from outside.
+    vertices, faces, _, _ = measure.marching_cubes(grid, level=0.0, gradient_direction="descent")
+    vertices = vertices * (1.0 / (resolution - 1)) - 0.5
+    mesh = Mesh(vertices=vertices.astype(np.float32), faces=faces.astype(np.int64))
     if with_colors and len(mesh.vertices):
         verts = torch.from_numpy(mesh.vertices).to(params.device)
         colours = []
         for s in range(0, len(verts), chunk):
             v = verts[s : s + chunk]
             p = (v[:, 0], v[:, 1], v[:, 2])
-            parts = head_sdf(p, geo, parts=True)
-            assert isinstance(parts, SdfParts)
+            parts = head_parts(p, geo)
             albedo, _ = head_albedo(p, params, geo, parts)
             colours.append(_linear_to_srgb(albedo))
         mesh.colors = (torch.cat(colours) * 255).round().to(torch.uint8).cpu().numpy()

@@ -1,17 +1,25 @@
 """Signed distance field of the procedural head, built from smooth-union primitives.
 
 World frame: EG3D's (y up, the face looks towards +z, left/right is ±x, units of the tri-plane cube
-``[-0.5, 0.5]^3``). The canonical head has its eyes at ``y ≈ 0.02``, ``z ≈ 0.30``, 0.13 apart, its nose tip
-at ``z ≈ 0.38``, the crown at ``y ≈ 0.28`` and the neck running out of the bottom of the cube; at the FFHQ
-frontal camera it frames like an FFHQ-aligned face (eyes 1/4 of the image apart, mouth at 72% height).
+``[-0.5, 0.5]^3``). Each head is modelled in a canonical frame (pupils at ``y ≈ 0.02``, ``z ≈ 0.29``, 0.13
+apart; nose tip at ``z ≈ 0.36``; crown near ``y ≈ 0.3``; neck running out of the bottom of the cube) and scaled
+by ``GLOBAL_SCALE · scale`` about :data:`SCALE_ANCHOR` into the world. At the FFHQ frontal camera (radius 2.7,
+focal 4.2647) it frames like an FFHQ-aligned face: eyes about a quarter of the image apart at ~46% height,
+mouth at ~72%, head and hair spanning the middle ~60-70% of the width.
+
+Parts: ellipsoid cranium, jaw, mid-face, jowls, chin, cheekbones, muzzle and brow; eye sockets carved around
+spherical eyeballs with almond-shaped lids; nose from a tapered bridge, a base, a tip, wings and carved nostrils;
+two lips and a carved mouth slit; ears (turned out by ``ear_protrusion``, with a carved bowl); a neck; hair as a
+shell over the skull (thicker away from the hairline and on the side opposite the parting, with a groove along
+the parting), optional hair down the back, cut by the face opening and the nape.
 
 Evaluation is point-wise and vectorised: coordinates come as three flat tensors ``x, y, z`` of shape (K,)
 and the per-identity geometry as a :class:`Geometry` whose rows are (K,) tensors (one value per point,
 gathered from the identity each point belongs to) or (1,) tensors (one identity for every point). Negative
 values are inside. The field is a bound, not an exact distance (ellipsoids and smooth unions), with a
-Lipschitz constant slightly above 1; sphere tracing steps are scaled by :data:`STEP_SCALE` for safety.
+Lipschitz constant slightly above 1 near the surface; sphere tracing steps are scaled by :data:`STEP_SCALE`.
 
-Bilateral parts (eyes, ears, cheeks, nostrils) are evaluated at ``|x|``, so with ``parting = 0`` the field
+Bilateral parts (eyes, ears, cheeks, nostrils, ...) are evaluated at ``|x|``, so with ``parting = 0`` the field
 is exactly mirror symmetric about ``x = 0``.
 """
 
@@ -25,14 +33,19 @@ from triplanenet.synth.params import HeadParams
 
 __all__ = [
     "BOX_HALF",
+    "GLOBAL_SCALE",
+    "SCALE_ANCHOR",
     "STEP_SCALE",
     "Geometry",
     "SdfParts",
     "head_geometry",
+    "head_parts",
     "head_sdf",
     "sdf_points",
     "smax",
     "smin",
+    "to_local",
+    "to_world",
 ]
 
 BOX_HALF: float = 0.49
@@ -169,7 +182,7 @@ def head_geometry(params: HeadParams) -> Geometry:
     put("eye_r", r_e)
     put("lid_y", eye_y + r_e * (0.3 + 0.3 * p.eye_openness))
     put("brow_y", eye_y + 0.042)
-    put("brow_r", 0.016 + 0.010 * p.brow_ridge)
+    put("brow_r", 0.018 + 0.008 * p.brow_ridge)
     # Nose.
     nl, npr, nw = p.nose_length, p.nose_protrusion, p.nose_width
     tip_y = eye_y - 0.070 * nl
@@ -244,17 +257,21 @@ class SdfParts:
     lips: torch.Tensor
 
 
-def head_sdf(p: Coords, g: Geometry, parts: bool = False) -> torch.Tensor | SdfParts:
-    """Signed distance bound of the head at points ``p = (x, y, z)`` (each (K,)).
+def head_sdf(p: Coords, g: Geometry) -> torch.Tensor:
+    """Signed distance bound of the head at world points ``p = (x, y, z)`` (each (K,)); negative inside.
 
     Args:
         p: world coordinates, three (K,) tensors.
         g: geometry with (K,) rows (gathered per point) or (1,) rows (one identity for all points).
-        parts: also return the per-material fields.
 
     Returns:
-        (K,) field values (negative inside), or :class:`SdfParts` when ``parts``.
+        (K,) field values in world units, the head clipped to ``[-BOX_HALF, BOX_HALF]^3``.
     """
+    return head_parts(p, g).total
+
+
+def head_parts(p: Coords, g: Geometry) -> SdfParts:
+    """The head's field and its per-material fields at world points (see :class:`SdfParts`)."""
     world = p
     p = to_local(p, g)
     x, y, z = p
@@ -267,16 +284,16 @@ def head_sdf(p: Coords, g: Geometry, parts: bool = False) -> torch.Tensor | SdfP
     head = smin(head, jaw, 0.05)
     midface = sd_ellipsoid(p, (0.0, g.eye_y - 0.05, 0.185), (g.face_rx, 0.085, 0.125))
     head = smin(head, midface, 0.04)
-    jowl = sd_ellipsoid(pa, (g.jowl_x, g.eye_y - 0.085, 0.19), (0.045, 0.05, 0.065))
-    head = smin(head, jowl, 0.03)
+    jowl = sd_ellipsoid(pa, (g.jowl_x, g.eye_y - 0.075, 0.19), (0.05, 0.065, 0.07))
+    head = smin(head, jowl, 0.04)
     chin = sd_ellipsoid(p, (0.0, g.chin_y, g.chin_z), (g.chin_r * 1.25, g.chin_r, g.chin_r))
     head = smin(head, chin, 0.04)
     cheek = sd_ellipsoid(pa, (g.cheek_x, g.eye_y - 0.032, 0.238), (g.cheek_rx, g.cheek_ry, g.cheek_rz))
     head = smin(head, cheek, 0.03)
     muzzle = sd_ellipsoid(p, (0.0, g.mouth_y + 0.014, 0.268), (0.056, 0.06, 0.06))
     head = smin(head, muzzle, 0.03)
-    brow = sd_round_cone(pa, (0.0, g.brow_y, 0.29), (0.07, g.brow_y + 0.003, 0.272), g.brow_r, g.brow_r * 0.75)
-    head = smin(head, brow, 0.025)
+    brow = sd_ellipsoid(pa, (0.034, g.brow_y, 0.272), (0.058, g.brow_r, 0.033))
+    head = smin(head, brow, 0.035)
     # Eye sockets, hugging the eyeballs.
     eye_c = (g.eye_x, g.eye_y, g.eye_z)
     socket = sd_sphere(pa, eye_c, g.eye_r * 1.03)
@@ -337,8 +354,6 @@ def head_sdf(p: Coords, g: Geometry, parts: bool = False) -> torch.Tensor | SdfP
     wx, wy, wz = world
     box = torch.maximum(torch.maximum(wx.abs(), wy.abs()), wz.abs()) - BOX_HALF
     total = torch.maximum(total, box)
-    if not parts:
-        return total
     return SdfParts(total=total, skin=skin, hair=hair, eyes=eyes, lips=lips)
 
 
@@ -346,7 +361,13 @@ def _hair_sdf(p: Coords, g: Geometry) -> torch.Tensor:
     """Hair volume: a shell over the skull (thicker on the swept side), cut by the hairline and the nape."""
     x, y, z = p
     t = g.hair_t
-    shell = sd_ellipsoid(p, (0.0, g.cr_y + 0.006, g.cr_z - 0.006), (g.cr_rx + t, g.cr_ry + 1.1 * t, g.cr_rz + t))
+    # Face opening: an ellipsoid in front of the face removes the hair there; the hairline field moves it.
+    face_cut = sd_ellipsoid(p, (0.0, -0.13, 0.30), (0.205, 0.265 + 0.035 * g.hairline, 0.30))
+    # A shell over the skull whose thickness ramps up over the first few centimetres behind the hairline.
+    base = 0.006
+    shell = sd_ellipsoid(p, (0.0, g.cr_y + 0.006, g.cr_z - 0.006), (g.cr_rx + base, g.cr_ry + base, g.cr_rz + base))
+    ramp = 0.3 + 0.7 * _smoothstep(0.0, 0.05, face_cut)
+    shell = shell - (t - base) * ramp
     # Hair swept away from the parting: thicker on the side opposite to it.
     shell = shell + 0.45 * t * g.parting * torch.tanh(x / 0.06)
     # Hair hanging down the back of the head.
@@ -361,8 +382,6 @@ def _hair_sdf(p: Coords, g: Geometry) -> torch.Tensor:
     part_x = 0.045 * g.parting
     groove = torch.exp(-(((x - part_x) / 0.009) ** 2)) * _smoothstep(0.10, 0.20, y) * _smoothstep(-0.06, 0.12, z)
     hair = hair + 0.006 * g.parting.abs() * groove
-    # Face opening: an ellipsoid in front of the face removes the hair there; the hairline field moves it.
-    face_cut = sd_ellipsoid(p, (0.0, -0.13, 0.30), (0.205, 0.265 + 0.035 * g.hairline, 0.30))
     hair = smax(hair, -face_cut, 0.012)
     # Nape: the hair ends above a plane that tilts down towards the back by an amount set by the hair length.
     drop = 0.08 + 0.30 * length
@@ -398,5 +417,4 @@ def sdf_points(params: HeadParams, points: torch.Tensor) -> torch.Tensor:
     index = torch.arange(b, device=pts.device).repeat_interleave(n)
     flat = pts.reshape(-1, 3)
     values = head_sdf((flat[:, 0], flat[:, 1], flat[:, 2]), geo.gather(index))
-    assert isinstance(values, torch.Tensor)
     return values.reshape(b, n)

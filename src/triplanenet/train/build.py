@@ -40,10 +40,7 @@ def build_model(config: TrainConfig, generator: TriPlaneGenerator) -> TriPlaneNe
         model.decoder = generator
         return model
     if config.model == "tiny":
-        model_config = TriPlaneNetConfig.tiny(config.triplane_variant)
-        if model_config.generator != generator.config.replace(rendering=model_config.generator.rendering):
-            raise ConfigError("model = 'tiny' needs the tiny generator architecture (leave `generator` unset)")
-        model_config = TriPlaneNetConfig(generator.config, model_config.psp, model_config.triplane)
+        model_config = TriPlaneNetConfig.tiny(config.triplane_variant, generator=generator.config)
     else:
         from triplanenet.encoders.config import TriPlaneEncoderConfig
 
@@ -130,9 +127,15 @@ def build_criteria(config: TrainConfig, device: torch.device, log: Callable[[str
     identity = None
     notes: list[str] = []
     if any(w.id_weight or (w.mirror and w.mirror_id_weight) for w in weights):
-        network_path = config.irse50 or config.identity_network
-        if network_path:
-            id_loss = losses.IdentityLoss(losses.load_identity_network(network_path)).to(device)
+        if config.irse50 or config.identity_network:
+            from triplanenet.train.identity_net import load_identity_safetensors
+
+            network = (
+                losses.load_identity_network(config.irse50)
+                if config.irse50
+                else load_identity_safetensors(config.identity_network)  # type: ignore[arg-type]
+            )
+            id_loss = losses.IdentityLoss(network).to(device)
             identity = lambda y, x: id_loss(y, x).loss  # noqa: E731
         else:
             notes.append(losses.IDENTITY_DISABLED_WARNING)

@@ -1,0 +1,71 @@
+"""Pieces of the default-model pipeline on a tiny procedural world (the real run is scripts/train_default_model.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from triplanenet.eg3d.config import GeneratorConfig
+from triplanenet.errors import CheckpointError
+from triplanenet.synth.dataset import build_synth_dataset, load_synth_world
+from triplanenet.train.fit_generator import FitConfig, default_generator_config, fit_generator
+from triplanenet.train.identity_net import (
+    default_identity_config,
+    load_identity_safetensors,
+    save_identity_network,
+    train_identity_network,
+    verification_scores,
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    folder = build_synth_dataset(tmp_path_factory.mktemp("world"), identities=3, views=2, resolution=64, seed=0)
+    return folder, load_synth_world(folder)
+
+
+def test_world_folder_is_an_official_dataset_with_ground_truth(world) -> None:
+    from triplanenet.data import FaceDataset
+
+    folder, data = world
+    assert data.images.shape == (6, 3, 64, 64) and data.params.shape[0] == 3
+    assert data.identity.tolist() == [0, 0, 1, 1, 2, 2]
+    fg = data.mask > 0.5
+    assert data.depth[fg].min() >= 2.25 and data.depth[fg].max() <= 3.3
+    dataset = FaceDataset(folder, resolution=32)
+    assert len(dataset) == 6 and dataset[0]["image"].shape == (3, 32, 32)
+    assert build_synth_dataset(folder, identities=3, views=2, resolution=64, seed=0) == folder  # reused, not rebuilt
+
+
+def test_generator_fit_reduces_the_loss_and_sets_w_avg(world) -> None:
+    _, data = world
+    config = GeneratorConfig.tiny().replace(
+        img_resolution=64, neural_rendering_resolution=16, rendering={"c_gen_conditioning_zero": True}
+    )
+    generator, latents, history = fit_generator(
+        data, FitConfig(steps=12, batch_size=2, log_every=100), config, log=lambda _m: None
+    )
+    assert latents.shape == (3, config.z_dim)
+    assert sum(h["loss"] for h in history[-3:]) < sum(h["loss"] for h in history[:3])
+    assert not generator.training and torch.isfinite(generator.w_avg).all()
+    assert default_generator_config().num_ws == 10
+
+
+def test_identity_network_trains_saves_and_loads(world, tmp_path: Path) -> None:
+    _, data = world
+    config = default_identity_config()
+    network = train_identity_network(
+        data.images, data.identity, steps=3, batch_size=4, config=config, log=lambda _m: None
+    )
+    scores = verification_scores(network, data.images, data.identity)
+    assert set(scores) == {"same_cosine", "different_cosine", "auc"}
+    path = tmp_path / "identity.safetensors"
+    save_identity_network(network, path)
+    loaded = load_identity_safetensors(path)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    torch.testing.assert_close(loaded(x), network(x))
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    with pytest.raises(CheckpointError):
+        load_identity_safetensors(tmp_path / "bad.safetensors")
