@@ -31,15 +31,16 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
             dir=target.parent,
         )
         os.close(fd)
-        # mkstemp creates 0600 files; give outputs the permissions a normal open() would (0666 minus umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
     except OSError as exc:
         raise OutputWriteError(f"cannot write {target}: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp (and some writers, e.g. safetensors) create 0600 files; give outputs the permissions a normal
+        # open() would (0666 minus umask). Done after writing because a writer may have replaced the file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
