@@ -118,24 +118,47 @@ def stage_encoder() -> None:
     _record("encoder", {"overrides": ENCODER_OVERRIDES, "seconds": time.perf_counter() - start, "last": logs})
 
 
-def stage_export() -> None:
+def _half(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Ship floating weights as float16 (loaders cast back to float32); integers (BN counters) stay as they are."""
+    return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+
+
+def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
+    from triplanenet.io.atomic import atomic_path
+
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def stage_export() -> None:
+    from safetensors import safe_open
+
     from triplanenet.io.checkpoints import safe_torch_load
-    from triplanenet.io.model_checkpoints import load_triplanenet, save_triplanenet
+    from triplanenet.io.model_checkpoints import MODEL_FORMAT, load_triplanenet
 
     ASSETS.mkdir(parents=True, exist_ok=True)
-    best = ENCODER_RUN / "checkpoints" / "last.pt"
-    model = load_triplanenet(best)
-    save_triplanenet(model, ASSETS / "model.safetensors")
-    state = safe_torch_load(best)
+    checkpoint = ENCODER_RUN / "checkpoints" / "last.pt"
+    model = load_triplanenet(checkpoint)
+    tensors = _half(model.state_dict())
+    tensors["latent_avg"] = model.latent_avg.detach().float().contiguous()
+    _write_safetensors(
+        ASSETS / "model.safetensors", tensors, {"format": MODEL_FORMAT, "config": json.dumps(model.config.to_dict())}
+    )
+    state = safe_torch_load(checkpoint)
     if "confnet" in state:
-        save_file(
-            {k: v.contiguous() for k, v in state["confnet"].items()},
-            str(ASSETS / "confnet.safetensors"),
-            metadata={"format": "triplanenet-confnet", "config": json.dumps({"nf": 64, "zdim": 128})},
+        _write_safetensors(
+            ASSETS / "confnet.safetensors",
+            _half(state["confnet"]),
+            {"format": "triplanenet-confnet", "config": json.dumps({"nf": 64, "zdim": 128})},
         )
+    with safe_open(str(IDENTITY), framework="pt") as handle:
+        metadata = handle.metadata()
+        identity = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    _write_safetensors(IDENTITY, _half(identity), metadata)
     record = json.loads(RECORD.read_text())
+    record["export"] = {name.name: name.stat().st_size for name in sorted(ASSETS.glob("*.safetensors"))}
     (ASSETS / "training_record.json").write_text(json.dumps(record, indent=2))
 
 

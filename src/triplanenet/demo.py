@@ -47,7 +47,13 @@ class DemoResult:
     seconds: float
 
 
-def run_demo(out: str | Path, heads: int = 4, device: str | torch.device = "cpu", video_frames: int = 24) -> DemoResult:
+def run_demo(
+    out: str | Path,
+    heads: int = 4,
+    device: str | torch.device = "cpu",
+    video_frames: int = 24,
+    model_path: str | Path | None = None,
+) -> DemoResult:
     """Render ``heads`` held-out procedural heads, invert them with the default model (first branch alone and full
     TriPlaneNet), write renders, novel views, depth, a mesh, an orbit video and a metrics table against ground truth."""
     from triplanenet.eg3d.camera import camera_label
@@ -64,7 +70,12 @@ def run_demo(out: str | Path, heads: int = 4, device: str | torch.device = "cpu"
     started = time.perf_counter()
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    model = load_default_model(device)
+    if model_path is None:
+        model = load_default_model(device)
+    else:
+        from triplanenet.io.model_checkpoints import load_triplanenet
+
+        model = load_triplanenet(model_path, device=device)
     generator = model.decoder
     size = generator.config.img_resolution
     identity_net = load_default_identity_network()
@@ -74,7 +85,12 @@ def run_demo(out: str | Path, heads: int = 4, device: str | torch.device = "cpu"
         lpips = None
     poses = [DEMO_POSES[i % len(DEMO_POSES)] for i in range(heads)]
     cameras = camera_label(torch.tensor([p[0] for p in poses]), torch.tensor([p[1] for p in poses]))
-    truth = render_heads(HeadParams.sample(torch.Generator().manual_seed(DEMO_SEED), heads), cameras, resolution=size)
+    identities = HeadParams.sample(torch.Generator().manual_seed(DEMO_SEED), heads)
+    truth = render_heads(identities, cameras, resolution=size)
+    # Ground truth at a novel view: the input yaw mirrored (e.g. 0.35 -> -0.35; frontal inputs go to 0.5).
+    novel_yaws = torch.tensor([-p[0] if abs(p[0]) > 0.1 else 0.5 for p in poses])
+    novel_cameras = camera_label(novel_yaws, torch.tensor([p[1] for p in poses]))
+    novel_truth = render_heads(identities, novel_cameras, resolution=size)
     methods = {
         "first branch only (w+-pred)": TriPlaneNetInverter(model, first_branch_only=True),
         "triplanenet": TriPlaneNetInverter(model),
@@ -85,6 +101,7 @@ def run_demo(out: str | Path, heads: int = 4, device: str | torch.device = "cpu"
         with torch.no_grad():
             renders = [inversion.render() for inversion in inversions]
             image = torch.cat([r.image for r in renders]).cpu()
+            novel = torch.cat([inv.render(novel_cameras[i : i + 1]).image for i, inv in enumerate(inversions)]).cpu()
             depth = torch.cat([r.image_depth for r in renders]).cpu()
             small = model.pool_to_input(image)
             target_small = model.pool_to_input(truth.image)
@@ -93,9 +110,11 @@ def run_demo(out: str | Path, heads: int = 4, device: str | torch.device = "cpu"
                 "MSE": mse(small, target_small).mean().item(),
                 "MS-SSIM": ms_ssim(image, truth.image).mean().item(),
                 "depth error": depth_error(depth, truth.depth, truth.mask).mean().item(),
+                "novel-view MSE": mse(model.pool_to_input(novel), model.pool_to_input(novel_truth.image)).mean().item(),
             }
             if lpips is not None:
                 row["LPIPS"] = lpips(image, truth.image).item()
+                row["novel-view LPIPS"] = lpips(novel, novel_truth.image).item()
             if identity_net is not None:
                 crop = lambda x: face_crops(x, identity_net.cfg.input_size)  # noqa: E731
                 row["ID"] = (identity_net(crop(image)) * identity_net(crop(truth.image))).sum(dim=1).mean().item()

@@ -15,6 +15,9 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("outputs/demo"),
     heads: Annotated[int, typer.Option(help="Held-out procedural heads to invert.")] = 4,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
+    model: Annotated[
+        Path | None, typer.Option(help="Evaluate another TriPlaneNet (ours .safetensors / training .pt) instead.")
+    ] = None,
 ) -> None:
     """Invert held-out procedural heads with the bundled model and compare with their ground truth."""
     from triplanenet.demo import metrics_markdown, run_demo
@@ -22,7 +25,7 @@ def demo(
 
     if heads < 1:
         raise TriplaneNetError("--heads must be at least 1")
-    result = run_demo(out, heads=heads, device=resolve_device(device))
+    result = run_demo(out, heads=heads, device=resolve_device(device), model_path=model)
     console.print(metrics_markdown(result.table), highlight=False)
     console.print(
         f"wrote reconstructions, novel views, depth, a mesh and an orbit video to [bold]{result.out}[/] "
