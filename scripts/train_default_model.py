@@ -7,7 +7,8 @@ Stages:
   generator  fit the small EG3D generator to the training world (auto-decoder, see train/fit_generator.py)
   identity   train the identity network on the training identities (train/identity_net.py)
   encoder    train TriPlaneNet with `triplanenet train` (paper losses, learned σ-net, EG3D synthetic samples)
-  export     write src/triplanenet/assets/default/{model,identity,confnet}.safetensors + training_record.json
+  export     write src/triplanenet/assets/default/{model,identity}.safetensors + training_record.json
+  sigma      fit the compact σ-net (eq. 4) on the trained model's mirror residuals -> confnet.safetensors
 """
 
 from __future__ import annotations
@@ -135,7 +136,6 @@ def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: d
 def stage_export() -> None:
     from safetensors import safe_open
 
-    from triplanenet.io.checkpoints import safe_torch_load
     from triplanenet.io.model_checkpoints import MODEL_FORMAT, load_triplanenet
 
     ASSETS.mkdir(parents=True, exist_ok=True)
@@ -146,13 +146,6 @@ def stage_export() -> None:
     _write_safetensors(
         ASSETS / "model.safetensors", tensors, {"format": MODEL_FORMAT, "config": json.dumps(model.config.to_dict())}
     )
-    state = safe_torch_load(checkpoint)
-    if "confnet" in state:
-        _write_safetensors(
-            ASSETS / "confnet.safetensors",
-            _half(state["confnet"]),
-            {"format": "triplanenet-confnet", "config": json.dumps({"nf": 64, "zdim": 128})},
-        )
     with safe_open(str(IDENTITY), framework="pt") as handle:
         metadata = handle.metadata()
         identity = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
@@ -170,8 +163,75 @@ STAGES = {
     "export": stage_export,
 }
 
+
+def stage_sigma(steps: int = 400) -> None:
+    """A compact σ-net (ConfNet nf 16) trained with eq. 4 on the mirror residuals of the trained default model.
+
+    The encoder run learns a full-width unsup3d ConfNet (nf 64, 7.7 M parameters) alongside the encoders; to keep
+    the package small we ship this narrower one, fitted afterwards with the same likelihood on the same residuals.
+    """
+    import torch.nn.functional as F
+
+    from triplanenet.eg3d.camera import mirror_label
+    from triplanenet.io.model_checkpoints import load_triplanenet
+    from triplanenet.losses.confnet import CONFNET_INPUT_SIZE, ConfNet
+    from triplanenet.losses.symmetry import laplacian_nll
+    from triplanenet.synth.dataset import load_synth_world
+
+    world = load_synth_world(WORLD_TRAIN)
+    model = load_triplanenet(ENCODER_RUN / "checkpoints" / "last.pt").eval()
+    size = model.config.input_resolution
+    x = model.pool_to_input(world.images[::2])
+    cameras = world.cameras[::2]
+    with torch.no_grad():
+        rendered = []
+        for start in range(0, len(x), 16):
+            out = model(
+                x[start : start + 16],
+                cameras[start : start + 16],
+                target_camera=mirror_label(cameras[start : start + 16]),
+                deterministic=True,
+            )
+            rendered.append(out.image)
+    y_mirror = torch.cat(rendered)
+    x_mirror = torch.flip(x, dims=(-1,))
+    torch.manual_seed(0)
+    sigma_net = ConfNet(nf=16, zdim=64)
+    optimizer = torch.optim.Adam(sigma_net.parameters(), lr=1e-3)
+    rng = torch.Generator().manual_seed(0)
+    start_time = time.perf_counter()
+    history = []
+    for _ in range(steps):
+        index = torch.randint(len(x_mirror), (16,), generator=rng)
+        small = F.interpolate(x_mirror[index], size=(CONFNET_INPUT_SIZE,) * 2, mode="bilinear", align_corners=False)
+        sigma = F.interpolate(sigma_net(small)[0][:, :1], size=(size, size), mode="bilinear", align_corners=False)
+        loss = laplacian_nll(x_mirror[index], y_mirror[index], sigma)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    _write_safetensors(
+        ASSETS / "confnet.safetensors",
+        _half(sigma_net.state_dict()),
+        {"format": "triplanenet-confnet", "config": json.dumps({"nf": 16, "zdim": 64})},
+    )
+    _record(
+        "sigma",
+        {
+            "steps": steps,
+            "seconds": time.perf_counter() - start_time,
+            "nll_first": history[0],
+            "nll_last": sum(history[-20:]) / 20,
+        },
+    )
+
+
+STAGES["sigma"] = stage_sigma
+
+ORDER = ["world", "generator", "identity", "encoder", "sigma", "export"]
+
 if __name__ == "__main__":
     names = sys.argv[1:] or ["all"]
-    for name in list(STAGES) if names == ["all"] else names:
+    for name in ORDER if names == ["all"] else names:
         print(f"== {name}", flush=True)
         STAGES[name]()

@@ -42,3 +42,17 @@ def test_demo_writes_every_output(demo) -> None:
         "comparison.png",
     ):
         assert (head / name).is_file(), name
+
+
+def test_bundled_identity_and_sigma_networks_load_and_run() -> None:
+    import torch
+
+    from triplanenet.demo import load_default_identity_network, load_default_sigma_net
+
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    sigma = load_default_sigma_net().predict_sigma(images, output_size=64)
+    assert sigma.shape == (2, 1, 64, 64) and bool((sigma > 0).all())
+    network = load_default_identity_network()
+    assert network is not None
+    embedding = network(torch.nn.functional.interpolate(images, size=(64, 64)))
+    torch.testing.assert_close(embedding.norm(dim=1), torch.ones(2), atol=1e-4, rtol=0)

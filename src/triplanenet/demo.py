@@ -40,6 +40,25 @@ def load_default_identity_network():
     return load_identity_safetensors(path) if path.is_file() else None
 
 
+def load_default_sigma_net():
+    """The bundled σ-net (unsup3d ConfNet, nf 16) trained with eq. 4 on the default model's mirror residuals."""
+    import json
+
+    from safetensors import safe_open
+
+    from triplanenet.losses.confnet import ConfNet
+
+    path = default_assets_dir() / "confnet.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"the bundled σ-net is missing ({path}); reinstall triplanenet")
+    with safe_open(str(path), framework="pt") as handle:
+        config = json.loads((handle.metadata() or {})["config"])
+        state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    network = ConfNet(nf=config["nf"], zdim=config["zdim"])
+    network.load_state_dict(state, strict=True)
+    return network.eval().requires_grad_(False)
+
+
 @dataclass
 class DemoResult:
     out: Path
