@@ -125,18 +125,15 @@ def _half(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
+    from triplanenet.io.safetensors_files import write_safetensors
 
-    from triplanenet.io.atomic import atomic_path
-
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_safetensors(path, tensors, metadata)
 
 
 def stage_export() -> None:
-    from safetensors import safe_open
-
     from triplanenet.io.model_checkpoints import MODEL_FORMAT, load_triplanenet
+    from triplanenet.io.safetensors_files import read_safetensors
+    from triplanenet.train.identity_net import IDENTITY_FORMAT
 
     ASSETS.mkdir(parents=True, exist_ok=True)
     checkpoint = ENCODER_RUN / "checkpoints" / "last.pt"
@@ -146,9 +143,7 @@ def stage_export() -> None:
     _write_safetensors(
         ASSETS / "model.safetensors", tensors, {"format": MODEL_FORMAT, "config": json.dumps(model.config.to_dict())}
     )
-    with safe_open(str(IDENTITY), framework="pt") as handle:
-        metadata = handle.metadata()
-        identity = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    identity, metadata = read_safetensors(IDENTITY, IDENTITY_FORMAT, "identity network", "run the identity stage")
     _write_safetensors(IDENTITY, _half(identity), metadata)
     record = json.loads(RECORD.read_text())
     record["export"] = {name.name: name.stat().st_size for name in sorted(ASSETS.glob("*.safetensors"))}

@@ -14,6 +14,7 @@ import torch
 from triplanenet.errors import CheckpointError
 from triplanenet.model import TriPlaneNet
 
+SIGMA_NET_FORMAT = "triplanenet-confnet"
 DEMO_SEED = 900_000  # identities drawn from this seed are not in the training worlds (seeds 0 and 1)
 DEMO_POSES = ((0.0, 0.0), (0.35, -0.05), (-0.3, 0.05), (0.15, -0.1), (-0.45, 0.0), (0.5, 0.1))
 
@@ -44,16 +45,12 @@ def load_default_sigma_net():
     """The bundled σ-net (unsup3d ConfNet, nf 16) trained with eq. 4 on the default model's mirror residuals."""
     import json
 
-    from safetensors import safe_open
-
+    from triplanenet.io.safetensors_files import read_safetensors
     from triplanenet.losses.confnet import ConfNet
 
     path = default_assets_dir() / "confnet.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"the bundled σ-net is missing ({path}); reinstall triplanenet")
-    with safe_open(str(path), framework="pt") as handle:
-        config = json.loads((handle.metadata() or {})["config"])
-        state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    state, metadata = read_safetensors(path, SIGMA_NET_FORMAT, "σ-net", "reinstall triplanenet")
+    config = json.loads(metadata["config"])
     network = ConfNet(nf=config["nf"], zdim=config["zdim"])
     network.load_state_dict(state, strict=True)
     return network.eval().requires_grad_(False)

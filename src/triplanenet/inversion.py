@@ -16,14 +16,12 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from triplanenet.eg3d.camera import novel_view_labels, validate_label
 from triplanenet.eg3d.generator import SynthesisOutput, TriPlaneGenerator
 from triplanenet.errors import CheckpointError, InputImageError
-from triplanenet.io.atomic import atomic_path
 from triplanenet.io.mesh import Mesh
+from triplanenet.io.safetensors_files import read_safetensors, write_safetensors
 from triplanenet.io.video import write_mp4
 from triplanenet.views import orbit_frames, render_labels
 
@@ -102,12 +100,9 @@ class Inversion:
     # ----------------------------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write ws, camera and offsets to a safetensors file (atomic)."""
-        tensors = {
-            "ws": self.ws.detach().cpu().contiguous(),
-            "camera": self.camera.detach().cpu().contiguous(),
-        }
+        tensors = {"ws": self.ws, "camera": self.camera}
         if self.offsets is not None:
-            tensors["offsets"] = self.offsets.detach().cpu().contiguous()
+            tensors["offsets"] = self.offsets
         config = self.generator.config
         metadata = {
             "format": INVERSION_FORMAT,
@@ -116,8 +111,7 @@ class Inversion:
             "w_dim": str(config.w_dim),
             "generator_config": json.dumps(config.to_dict()),
         }
-        with atomic_path(path, suffix=".safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        write_safetensors(path, tensors, metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], generator: TriPlaneGenerator) -> Inversion:
@@ -127,18 +121,11 @@ class Inversion:
             CheckpointError: the file is missing, corrupt, not an inversion, or made with another architecture.
         """
         file = Path(path)
-        if not file.is_file():
-            raise CheckpointError(f"{file}: inversion file not found")
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(file), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-            tensors = load_file(str(file))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{file}: not a readable safetensors inversion file ({exc})") from None
-        if metadata.get("format") != INVERSION_FORMAT or "ws" not in tensors or "camera" not in tensors:
-            raise CheckpointError(f"{file}: not a triplanenet inversion file (was it written by Inversion.save?)")
+        tensors, metadata = read_safetensors(
+            file, INVERSION_FORMAT, "triplanenet inversion", "pass a file written by Inversion.save"
+        )
+        if "ws" not in tensors or "camera" not in tensors:
+            raise CheckpointError(f"{file}: the inversion file has no ws/camera tensors; write it with Inversion.save")
         device = next(generator.parameters()).device
         ws = tensors["ws"].to(device)
         config = generator.config

@@ -306,25 +306,13 @@ def read_lpips_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     Raises:
         CheckpointError: missing, corrupt, wrong format, or wrong keys/shapes.
     """
-    from safetensors import SafetensorError, safe_open
+    from triplanenet.io.safetensors_files import read_safetensors
 
     file = Path(path)
+    fix = "run `triplanenet fetch-weights --force`"
     if not file.is_file():
         raise CheckpointError(f"LPIPS weights not found at {file}; run `triplanenet fetch-weights`")
-    try:
-        with safe_open(str(file), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{file}: the LPIPS weights are corrupt ({safe_pickle.short_message(exc)}); "
-            "run `triplanenet fetch-weights --force`"
-        ) from None
-    if metadata.get("format") != LPIPS_FORMAT:
-        raise CheckpointError(
-            f"{file}: is not an LPIPS-alex weights file (format={metadata.get('format')!r}); "
-            "run `triplanenet fetch-weights`"
-        )
+    tensors, _ = read_safetensors(file, LPIPS_FORMAT, "LPIPS-alex weights", fix)
     expected = lpips_alex_shapes()
     bad = sorted(set(expected) ^ set(tensors)) + [
         k for k in expected if k in tensors and tuple(tensors[k].shape) != expected[k]

@@ -437,21 +437,11 @@ def _raw_from_triplanenet_dict(file: Path, obj: Any) -> RawGenerator:
 
 
 def _read_safetensors(file: Path) -> RawGenerator:
-    from safetensors import SafetensorError, safe_open
+    from triplanenet.io.safetensors_files import read_safetensors
 
-    try:
-        with safe_open(str(file), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{file}: the safetensors file is truncated or corrupt ({safe_pickle.short_message(exc)}); write it again"
-        ) from None
-    if metadata.get("format") != SAFETENSORS_FORMAT:
-        raise CheckpointError(
-            f"{file}: is a safetensors file but not a triplanenet generator "
-            f"(format={metadata.get('format')!r}); write generators with triplanenet.io.save_generator"
-        )
+    tensors, metadata = read_safetensors(
+        file, SAFETENSORS_FORMAT, "triplanenet generator", "write generators with triplanenet.io.save_generator"
+    )
     version = metadata.get("format_version", SAFETENSORS_FORMAT_VERSION)
     if version != SAFETENSORS_FORMAT_VERSION:
         raise CheckpointError(
@@ -621,13 +611,11 @@ def save_generator(
 
 
 def _atomic_save_safetensors(file: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    from triplanenet.io.atomic import OutputWriteError, atomic_path
+    from triplanenet.io.atomic import OutputWriteError
+    from triplanenet.io.safetensors_files import write_safetensors
 
     try:
-        with atomic_path(file, suffix=".tmp") as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        write_safetensors(file, tensors, metadata)
     except OutputWriteError as exc:
         raise CheckpointError(f"{exc}; check disk space/permissions") from None
 

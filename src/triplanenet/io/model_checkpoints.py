@@ -16,13 +16,11 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from triplanenet.eg3d.generator import TriPlaneGenerator
 from triplanenet.errors import CheckpointError, ConfigError
-from triplanenet.io.atomic import atomic_path
 from triplanenet.io.checkpoints import check_state_dict, load_generator, safe_torch_load
+from triplanenet.io.safetensors_files import read_safetensors, write_safetensors
 from triplanenet.model import TriPlaneNet, TriPlaneNetConfig
 
 MODEL_FORMAT = "triplanenet-model"
@@ -65,17 +63,12 @@ def load_triplanenet(
 
 
 def _load_safetensors_model(file: Path) -> TriPlaneNet:
-    try:
-        with safe_open(str(file), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            if metadata.get("format") != MODEL_FORMAT:
-                raise CheckpointError(
-                    f"{file}: not a triplanenet model file (format {metadata.get('format')!r}); "
-                    "generator files go to --generator"
-                )
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{file}: corrupt or truncated safetensors file ({exc})") from None
+    tensors, metadata = read_safetensors(
+        file,
+        MODEL_FORMAT,
+        "triplanenet model",
+        "pass a model written by save_triplanenet (generators go to --generator)",
+    )
     try:
         config = TriPlaneNetConfig.from_dict(json.loads(metadata["config"]))
     except (KeyError, json.JSONDecodeError, ConfigError) as exc:
@@ -127,8 +120,6 @@ def _load_training_checkpoint(file: Path, obj: dict) -> TriPlaneNet:
 
 def save_triplanenet(model: TriPlaneNet, path: str | os.PathLike[str]) -> None:
     """Write every weight, ``latent_avg`` and the config to one ``.safetensors`` file, atomically."""
-    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    tensors["latent_avg"] = model.latent_avg.detach().cpu().contiguous()
-    metadata = {"format": MODEL_FORMAT, "config": json.dumps(model.config.to_dict())}
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    tensors = dict(model.state_dict())
+    tensors["latent_avg"] = model.latent_avg
+    write_safetensors(path, tensors, {"format": MODEL_FORMAT, "config": json.dumps(model.config.to_dict())})

@@ -12,17 +12,13 @@ import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from triplanenet.encoders.config import IRSEBackboneConfig, IRSEConfig
 from triplanenet.encoders.irse import IRSEBackbone
-from triplanenet.errors import CheckpointError
-from triplanenet.io.atomic import atomic_path
+from triplanenet.io.safetensors_files import read_safetensors, write_safetensors
 from triplanenet.losses.identity import PSP_FACE_CROP, scaled_crop
 
 IDENTITY_FORMAT = "triplanenet-identity"
@@ -95,23 +91,13 @@ def verification_scores(network: IRSEBackbone, images: torch.Tensor, identity: t
 
 
 def save_identity_network(network: IRSEBackbone, path: str | os.PathLike[str]) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     metadata = {"format": IDENTITY_FORMAT, "config": json.dumps(dataclasses.asdict(network.cfg))}
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_safetensors(path, network.state_dict(), metadata)
 
 
 def load_identity_safetensors(path: str | os.PathLike[str]) -> IRSEBackbone:
     """Load a network written by :func:`save_identity_network` (frozen, eval)."""
-    file = Path(path)
-    try:
-        with safe_open(str(file), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    except Exception as exc:  # safetensors raises several types for corrupt files
-        raise CheckpointError(f"{file}: not a readable identity network ({exc})") from None
-    if metadata.get("format") != IDENTITY_FORMAT:
-        raise CheckpointError(f"{file}: not a triplanenet identity network file")
+    tensors, metadata = read_safetensors(path, IDENTITY_FORMAT, "identity network", "retrain or reinstall it")
     data = json.loads(metadata["config"])
     data["body"] = IRSEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["body"].items()})
     network = IRSEBackbone(IRSEBackboneConfig(**data))
