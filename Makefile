@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check src tests benchmarks
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_generator.py
+	$(PY) benchmarks/bench_suite.py --preset default --batch-sizes 1,8 --repeats 5 --modes fp32,bf16,channels_last --out outputs/bench
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

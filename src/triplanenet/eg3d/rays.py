@@ -80,7 +80,10 @@ def generate_rays(
     y_cam = (v - cy) / fy  # (B, R*R)
     ones = torch.ones_like(x_cam)
     points_cam = torch.stack((x_cam, y_cam, ones, ones), dim=1)  # (B, 4, R*R)
-    points_world = torch.bmm(cam2world, points_cam).transpose(1, 2)[..., :3]  # (B, R*R, 3)
+    # Camera geometry stays in the labels' precision under bf16/fp16 autocast (a bf16 bmm here misplaces the rays
+    # by ~0.4 % and wrecks the image); in float32 this is the plain bmm.
+    with torch.autocast(device.type, enabled=False):
+        points_world = torch.bmm(cam2world, points_cam).transpose(1, 2)[..., :3]  # (B, R*R, 3)
 
     centres = cam2world[:, :3, 3]  # (B, 3)
     directions = F.normalize(points_world - centres[:, None, :], dim=2)

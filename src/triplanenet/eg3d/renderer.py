@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from triplanenet.eg3d.config import RenderingConfig
-from triplanenet.eg3d.triplane import OSGDecoder, sample_from_planes
+from triplanenet.eg3d.triplane import OSGDecoder, sample_mean_from_planes
 from triplanenet.errors import ConfigError
 
 DEFAULT_MAX_POINTS_PER_CHUNK = 1 << 18
@@ -359,7 +359,8 @@ def run_model(
     Returns:
         rgb (B, M, output_dim) in [-0.001, 1.001] and raw sigma (B, M, 1).
     """
-    return decoder(sample_from_planes(planes, coords, box_warp))
+    # Same result as ``decoder(sample_from_planes(...))``, bit for bit, without the per-plane feature tensor.
+    return decoder.decode_mean(sample_mean_from_planes(planes, coords, box_warp))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -494,6 +495,8 @@ class ImportanceRenderer(nn.Module):
         batch, num_rays, num_samples, _ = depths.shape
         coords = origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)  # (B, m, S, 3)
         rgb, sigma = run_model(planes, decoder, coords.reshape(batch, -1, 3), self.config.box_warp)
+        # Composite in float32 even when the MLP ran under bf16/fp16 autocast (no-op, hence exact, in float32).
+        rgb, sigma = rgb.float(), sigma.float()
         if noise is not None:
             sigma = sigma + noise.reshape(batch, -1, 1)
         return (

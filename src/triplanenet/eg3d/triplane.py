@@ -51,8 +51,10 @@ def project_onto_planes(coords: torch.Tensor) -> torch.Tensor:
     if coords.ndim != 3 or coords.shape[-1] != 3:
         raise ValueError(f"coords must have shape (B, M, 3), got {tuple(coords.shape)}")
     batch, num_points, _ = coords.shape
-    index = torch.tensor(PLANE_COORD_INDICES, device=coords.device).reshape(-1)  # (6,)
-    selected = coords.index_select(-1, index)  # (B, M, 6)
+    # Column copies instead of index_select with a freshly built index tensor: same values, and no host-to-device
+    # copy per call on CUDA (which would also break CUDA-graph capture).
+    columns = coords.unbind(-1)
+    selected = torch.stack([columns[i] for pair in PLANE_COORD_INDICES for i in pair], dim=-1)  # (B, M, 6)
     # (B, M, 3 planes, 2) -> (B, 3, M, 2) -> (B*3, M, 2)
     return selected.reshape(batch, num_points, NUM_PLANES, 2).permute(0, 2, 1, 3).reshape(-1, num_points, 2)
 
@@ -86,6 +88,38 @@ def sample_from_planes(planes: torch.Tensor, coords: torch.Tensor, box_warp: flo
         align_corners=False,
     )  # (B*3, C, 1, M)
     return features.permute(0, 3, 2, 1).reshape(batch, NUM_PLANES, num_points, channels)
+
+
+def sample_mean_from_planes(planes: torch.Tensor, coords: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """Mean over the three planes of the bilinearly sampled features: (B, M, C).
+
+    Bit-identical to ``sample_from_planes(planes, coords, box_warp).mean(dim=1)`` (the same three values are summed
+    in the same order) but averages straight from ``grid_sample``'s (B·3, C, 1, M) layout, so the full per-plane
+    (B, 3, M, C) tensor is never materialised: one copy of 3·B·M·C floats less per decoded chunk (the renderer's
+    hot path).
+    """
+    if planes.ndim != 5 or planes.shape[1] != NUM_PLANES:
+        raise ValueError(f"planes must have shape (B, 3, C, H, W), got {tuple(planes.shape)}")
+    if coords.ndim != 3 or coords.shape[0] != planes.shape[0] or coords.shape[-1] != 3:
+        raise ValueError(f"coords must have shape (B, M, 3) with B={planes.shape[0]}, got {tuple(coords.shape)}")
+    batch, _, channels, height, width = planes.shape
+    num_points = coords.shape[1]
+    grid = project_onto_planes(coords * (2 / box_warp)).unsqueeze(1)  # (B*3, 1, M, 2)
+    features = F.grid_sample(
+        planes.reshape(batch * NUM_PLANES, channels, height, width),
+        grid.to(planes.dtype),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )  # (B*3, C, 1, M)
+    per_plane = features.view(batch, NUM_PLANES, channels, num_points).permute(0, 1, 3, 2)  # (B, 3, M, C) view
+    # The result must be row-major (B, M, C) like the unfused path's (a transposed layout would send the MLP's matmul
+    # down another BLAS path and change its rounding). Without autograd the mean is written straight into such a
+    # tensor; ``out=`` does not support autograd, so with gradients the mean is made contiguous afterwards.
+    if torch.is_grad_enabled() and per_plane.requires_grad:
+        return per_plane.mean(dim=1).contiguous()
+    mean = torch.empty((batch, num_points, channels), device=features.device, dtype=features.dtype)
+    return torch.mean(per_plane, dim=1, out=mean)
 
 
 class OSGDecoder(nn.Module):
@@ -126,7 +160,13 @@ class OSGDecoder(nn.Module):
                 f"sampled_features must have shape (B, planes, M, {self.n_features}), "
                 f"got {tuple(sampled_features.shape)}"
             )
-        x = sampled_features.mean(dim=1)  # (B, M, C)
+        return self.decode_mean(sampled_features.mean(dim=1))
+
+    def decode_mean(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode plane-averaged features x (B, M, n_features) (see :func:`sample_mean_from_planes`).
+
+        Returns rgb (B, M, output_dim) and raw sigma (B, M, 1) as :meth:`forward`.
+        """
         batch, num_points, channels = x.shape
         x = self.net(x.reshape(batch * num_points, channels)).reshape(batch, num_points, -1)
         rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001

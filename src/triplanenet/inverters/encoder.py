@@ -9,6 +9,7 @@ import torch
 from triplanenet.eg3d.camera import validate_label
 from triplanenet.inversion import Inversion, prepare_image
 from triplanenet.model import TriPlaneNet
+from triplanenet.perf import FastRunner, InferenceSettings, apply_fast_mode
 
 
 class TriPlaneNetInverter:
@@ -19,6 +20,13 @@ class TriPlaneNetInverter:
         cttr: cascaded test-time refinement (second pass of the tri-plane encoder on the refined residual).
         first_branch_only: keep only the pSp codes (``w+-pred``), no tri-plane offsets.
         deterministic: deterministic ray sampling (reproducible results).
+        fast: optional :class:`~triplanenet.perf.InferenceSettings` (autocast, compile, channels-last, CUDA graphs,
+            threads). The model is prepared in place (see :func:`~triplanenet.perf.apply_fast_mode`). None (default)
+            or ``InferenceSettings()`` give bit-identical results to the plain fp32 path.
+        reuse_planes: hand each :class:`Inversion` the tri-planes already computed by the batched forward pass, so
+            that its first render skips the StyleGAN2 backbone. Bit-identical for batch 1; for larger batches the
+            batched convolutions may round differently (≈1e-6) from what a saved and re-loaded inversion recomputes,
+            hence off by default.
     """
 
     def __init__(
@@ -27,21 +35,36 @@ class TriPlaneNetInverter:
         cttr: bool = False,
         first_branch_only: bool = False,
         deterministic: bool = True,
+        *,
+        fast: InferenceSettings | None = None,
+        reuse_planes: bool = False,
     ) -> None:
         self.model = model.eval()
         self.cttr = cttr
         self.first_branch_only = first_branch_only
         self.deterministic = deterministic
+        self.fast = fast
+        self.reuse_planes = reuse_planes
         if first_branch_only:
             self.name = "w+-pred"
         else:
             self.name = "triplanenet+cttr" if cttr else "triplanenet"
+        self._runner: FastRunner | None = None
+        if fast is not None:
+            apply_fast_mode(model, fast)
+            self._runner = FastRunner(self._forward, fast, self.device)
 
     @property
     def device(self) -> torch.device:
         return self.model.latent_avg.device
 
-    @torch.no_grad()
+    def _forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(ws,) for the first branch alone, else (ws, offsets, final planes); a pure function for CUDA graphs."""
+        if self.first_branch_only:
+            return (self.model.encode_ws(x),)
+        out = self.model(x, labels, cttr=self.cttr, deterministic=self.deterministic)
+        return out.ws, out.offsets, out.synthesis.planes
+
     def invert_batch(self, images: Sequence[torch.Tensor] | torch.Tensor, cameras: torch.Tensor) -> list[Inversion]:
         """images: B tensors (3, H, W) in [-1, 1] (resized to the encoder resolution); cameras (B, 25)."""
         size = self.model.config.input_resolution
@@ -49,15 +72,27 @@ class TriPlaneNetInverter:
         labels = validate_label(cameras).to(self.device)
         if labels.shape[0] != x.shape[0]:
             raise ValueError(f"{x.shape[0]} images but {labels.shape[0]} cameras")
+        if self._runner is not None:
+            result = self._runner(x, labels)
+        else:
+            with torch.no_grad():
+                result = self._forward(x, labels)
         generator = self.model.decoder
+        ws = result[0].float()
         if self.first_branch_only:
-            ws = self.model.encode_ws(x)
             return [Inversion(generator, ws[i : i + 1], labels[i : i + 1], None, self.name) for i in range(x.shape[0])]
-        out = self.model(x, labels, cttr=self.cttr, deterministic=self.deterministic)
-        # Each Inversion recomputes its planes from (ws, offsets) at batch size 1, so that a saved and re-loaded
-        # inversion renders bit-for-bit the same images as the original (batched convs round differently).
+        offsets, planes = result[1].float(), result[2].float()
+        # By default each Inversion recomputes its planes from (ws, offsets) at batch size 1, so that a saved and
+        # re-loaded inversion renders bit-for-bit the same images as the original (batched convs round differently).
         return [
-            Inversion(generator, out.ws[i : i + 1], labels[i : i + 1], out.offsets[i : i + 1], self.name)
+            Inversion(
+                generator,
+                ws[i : i + 1],
+                labels[i : i + 1],
+                offsets[i : i + 1],
+                self.name,
+                _planes=planes[i : i + 1] if self.reuse_planes else None,
+            )
             for i in range(x.shape[0])
         ]
 

@@ -1,0 +1,55 @@
+"""``triplanenet bench``: latency, throughput, memory and fast-mode accuracy, written as JSON + markdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from triplanenet.cli.common import console, parse_int_ranges, resolve_device, user_errors
+
+
+@user_errors
+def bench(
+    preset: Annotated[str, typer.Option(help="Model: tiny (random, seconds) | default (bundled) | ffhq (random).")] = (
+        "tiny"
+    ),
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes.")] = "1,8,32",
+    repeats: Annotated[int, typer.Option(help="Timed rounds (each round runs every mode once).")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed calls per mode first (the first is reported).")] = 1,
+    modes: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated fast modes, parts joined by '+': fp32 bf16 fp16 compile channels_last cuda_graphs "
+            "(fp32 always runs as the reference)."
+        ),
+    ] = "fp32",
+    workloads: Annotated[str, typer.Option(help="Comma-separated: encode,render,invert,train_step.")] = (
+        "encode,render,invert,train_step"
+    ),
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="torch.set_num_threads for the run.")] = None,
+    depth_samples: Annotated[int | None, typer.Option(help="Override coarse = fine samples per ray.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for bench.json and bench.md.")] = Path(
+        "outputs/bench"
+    ),
+) -> None:
+    """Benchmark encode, render, full inversion and a training step (medians over interleaved rounds)."""
+    from triplanenet.bench import BenchConfig, run_benchmark
+
+    config = BenchConfig(
+        preset=preset,
+        batch_sizes=tuple(parse_int_ranges(batch_sizes, "batch sizes")),
+        repeats=repeats,
+        warmup=warmup,
+        modes=tuple(m.strip() for m in modes.split(",") if m.strip()),
+        workloads=tuple(w.strip() for w in workloads.split(",") if w.strip()),
+        device=str(resolve_device(device)),
+        threads=threads,
+        depth_samples=depth_samples,
+    )
+    report = run_benchmark(config, log=lambda line: console.print(line, highlight=False))
+    json_path, md_path = report.write(out)
+    console.print(report.to_markdown(), highlight=False, soft_wrap=True)
+    console.print(f"wrote [bold]{json_path}[/] and [bold]{md_path}[/]")
