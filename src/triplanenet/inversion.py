@@ -1,12 +1,22 @@
 """Inversion results and the inverter interface.
 
 An :class:`Inversion` is what every inversion method returns: W+ codes, optional tri-plane offsets (TriPlaneNet's
-second branch) and the input camera, bound to the generator they live in. It can re-render from any camera, give
-depth and meshes, write orbit videos, and be saved to / loaded from a small safetensors file.
+second branch, or directly optimised planes stored relative to the backbone) and the input camera, bound to the
+generator they live in. Methods that fine-tune the generator (PTI, EG3D-params optimisation, optimised noise
+buffers) bind the inversion to a private fine-tuned copy and remember the base generator it came from. It can
+re-render from any camera, give depth and meshes, write orbit videos, and be saved to / loaded from a small
+safetensors file.
+
+File layout (one safetensors file): ``ws`` (1, num_ws, w_dim), ``camera`` (1, 25), optional ``offsets``
+(1, 3·C, R, R) and, for fine-tuned generators, ``generator.<state-dict key>`` for every parameter/buffer whose value
+differs from the base generator. The metadata holds ``base_generator_sha256`` (a fingerprint of the base generator's
+full state dict) so that :meth:`Inversion.load` refuses to rebuild the fine-tuned copy on top of the wrong base.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -26,6 +36,29 @@ from triplanenet.io.video import write_mp4
 from triplanenet.views import orbit_frames, render_labels
 
 INVERSION_FORMAT = "triplanenet-inversion"
+TUNED_PREFIX = "generator."
+"""Tensor-name prefix of the fine-tuned generator's changed state-dict entries in an inversion file."""
+
+
+def generator_fingerprint(generator: torch.nn.Module) -> str:
+    """SHA-256 over every state-dict entry (name, dtype, shape, bytes) of ``generator``: identifies a base model."""
+    digest = hashlib.sha256()
+    for key, value in sorted(generator.state_dict().items()):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def changed_state(tuned: torch.nn.Module, base: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State-dict entries of ``tuned`` whose values differ from ``base`` (same architecture), as CPU tensors."""
+    base_state = base.state_dict()
+    changed: dict[str, torch.Tensor] = {}
+    for key, value in tuned.state_dict().items():
+        reference = base_state.get(key)
+        if reference is None or reference.shape != value.shape or not torch.equal(value.cpu(), reference.cpu()):
+            changed[key] = value.detach().cpu()
+    return changed
 
 
 @dataclass
@@ -36,8 +69,13 @@ class Inversion:
         generator: the EG3D generator the codes belong to.
         ws: (1, num_ws, w_dim) W+ codes.
         camera: (1, 25) camera label of the input image.
-        offsets: (1, 3·C, R, R) tri-plane offsets added to the backbone planes, or None.
+        offsets: (1, 3·C, R, R) tri-plane offsets added to the backbone planes, or None. Directly optimised planes
+            P are stored as offsets ``P - backbone(ws)`` (the planes are always recomputed as backbone + offsets).
         method: name of the method that produced it (e.g. ``triplanenet``).
+        base_generator: for fine-tuned inversions (PTI, ``eg3d-params``, optimised noise), the shared generator that
+            ``generator`` (a private copy) was tuned from; None when ``generator`` is the shared one.
+        history: objective values of an optimisation method: ``history[0]`` at the starting point, then one per
+            step, and the last entry at the returned result (empty for feed-forward methods).
     """
 
     generator: TriPlaneGenerator
@@ -45,6 +83,8 @@ class Inversion:
     camera: torch.Tensor
     offsets: torch.Tensor | None = None
     method: str = "triplanenet"
+    base_generator: TriPlaneGenerator | None = field(default=None, repr=False)
+    history: list[float] = field(default_factory=list, repr=False)
     _planes: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -98,8 +138,17 @@ class Inversion:
         return write_mp4(path, orbit_frames(self.generator, self.planes(), self.ws, frames, batch_size), fps=fps)
 
     # ----------------------------------------------------------------------------------------------------------------
+    @property
+    def fine_tuned(self) -> bool:
+        """True when the inversion carries its own fine-tuned generator copy."""
+        return self.base_generator is not None and self.base_generator is not self.generator
+
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write ws, camera and offsets to a safetensors file (atomic)."""
+        """Write ws, camera, offsets and (if fine-tuned) the changed generator tensors to a safetensors file (atomic).
+
+        Only the state-dict entries that differ from :attr:`base_generator` are stored, plus a fingerprint of the
+        base; reload with ``Inversion.load(path, base_generator)``.
+        """
         tensors = {"ws": self.ws, "camera": self.camera}
         if self.offsets is not None:
             tensors["offsets"] = self.offsets
@@ -111,14 +160,26 @@ class Inversion:
             "w_dim": str(config.w_dim),
             "generator_config": json.dumps(config.to_dict()),
         }
+        if self.history:
+            metadata["history"] = json.dumps([float(value) for value in self.history])
+        base = self.base_generator
+        if base is not None and base is not self.generator:
+            changed = changed_state(self.generator, base)
+            tensors.update({TUNED_PREFIX + key: value for key, value in changed.items()})
+            metadata["base_generator_sha256"] = generator_fingerprint(base)
+            metadata["tuned_tensors"] = str(len(changed))
         write_safetensors(path, tensors, metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], generator: TriPlaneGenerator) -> Inversion:
         """Read a file written by :meth:`save` and bind it to ``generator`` (which must have the same architecture).
 
+        For a fine-tuned inversion, ``generator`` must be the base generator it was tuned from (checked by
+        fingerprint); a private copy of it receives the stored changed tensors. ``generator`` itself is not modified.
+
         Raises:
-            CheckpointError: the file is missing, corrupt, not an inversion, or made with another architecture.
+            CheckpointError: the file is missing, corrupt, not an inversion, made with another architecture, or
+                fine-tuned from a different base generator.
         """
         file = Path(path)
         tensors, metadata = read_safetensors(
@@ -140,13 +201,46 @@ class Inversion:
             raise CheckpointError(
                 f"{file}: tri-plane offsets {tuple(offsets.shape[1:])} do not fit this generator {expected}"
             )
+        tuned = {key[len(TUNED_PREFIX) :]: value for key, value in tensors.items() if key.startswith(TUNED_PREFIX)}
+        bound, base = generator, None
+        if tuned or "base_generator_sha256" in metadata:
+            bound, base = _rebuild_tuned(file, generator, tuned, metadata.get("base_generator_sha256", "")), generator
+        try:
+            history = [float(value) for value in json.loads(metadata.get("history", "[]"))]
+        except (ValueError, TypeError):
+            history = []
         return cls(
-            generator=generator,
+            generator=bound,
             ws=ws,
             camera=tensors["camera"].to(device),
             offsets=None if offsets is None else offsets.to(device),
             method=metadata.get("method", "unknown"),
+            base_generator=base,
+            history=history,
         )
+
+
+def _rebuild_tuned(
+    file: Path, base: TriPlaneGenerator, tuned: dict[str, torch.Tensor], fingerprint: str
+) -> TriPlaneGenerator:
+    """A copy of ``base`` with the stored fine-tuned tensors written into it (after checking the base fingerprint)."""
+    if fingerprint != generator_fingerprint(base):
+        raise CheckpointError(
+            f"{file}: this inversion fine-tuned a different generator than the one given; load it with the exact "
+            "generator (same weights) it was inverted with"
+        )
+    copy_ = copy.deepcopy(base).eval().requires_grad_(False)
+    state = copy_.state_dict()
+    for key, value in tuned.items():
+        if key not in state or state[key].shape != value.shape:
+            raise CheckpointError(
+                f"{file}: fine-tuned tensor {key!r} does not fit the generator; load it with the generator it was "
+                "inverted with"
+            )
+    with torch.no_grad():
+        for key, value in tuned.items():
+            state[key].copy_(value.to(state[key]))
+    return copy_
 
 
 class Inverter(Protocol):
