@@ -94,9 +94,25 @@ def _prepare(path: Path, cameras: Path | None, size: int) -> _Job:
     return _Job(path, prepared, label, warning)
 
 
+def _prepare_jobs(path: Path, cameras: Path | None, size: int, align: bool, all_faces: bool, out: Path) -> list[_Job]:
+    """Aligned crops with a camera as in :func:`_prepare`; a photo without any camera file (or with ``--align`` /
+    ``--all-faces``) is first detected, aligned (EG3D recipe) and posed, and its crop + camera saved in ``out``."""
+    from triplanenet.inversion import prepare_image
+    from triplanenet.preprocess.batch import align_photo_for_inversion, has_camera_source
+
+    if not align and not all_faces and (cameras is not None or has_camera_source(path)):
+        return [_prepare(path, cameras, size)]
+    # Each face is inverted as its own job; the name (<stem> or <stem>_face<k>) goes into the path's stem, which
+    # names the output folder.
+    return [
+        _Job(path.with_name(face.name + path.suffix), prepare_image(face.image, size), face.label, face.note)
+        for face in align_photo_for_inversion(path, out, all_faces=all_faces)
+    ]
+
+
 @user_errors
 def invert(
-    inputs: Annotated[list[Path], typer.Argument(help="Aligned face crops (EG3D framing), or folders of them.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Aligned face crops (EG3D framing) or photos, or folders.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder; one subfolder per image.")] = Path(
         "outputs/invert"
     ),
@@ -106,6 +122,16 @@ def invert(
             help="dataset.json / cameras.json / per-image JSON. Default: <image>.json or dataset.json beside it."
         ),
     ] = None,
+    align: Annotated[
+        bool,
+        typer.Option(
+            "--align/--no-align",
+            help="Detect, align and pose un-aligned photos. Automatic for images without any camera file.",
+        ),
+    ] = False,
+    all_faces: Annotated[
+        bool, typer.Option("--all-faces", help="With alignment: invert every face as <stem>_face<k>.")
+    ] = False,
     model_path: Annotated[Path | None, typer.Option("--model", help="Our TriPlaneNet .safetensors.")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Official triplanenet_final.pth (needs --generator).")] = None,
     generator: Annotated[
@@ -113,7 +139,20 @@ def invert(
     ] = None,
     preset: Annotated[str | None, typer.Option(help="'tiny': random-weight model, for testing the pipeline.")] = None,
     views: Annotated[str, typer.Option(help="Novel-view yaw offsets in radians.")] = PAPER_YAWS,
-    cttr: Annotated[bool, typer.Option("--cttr/--no-cttr", help="Cascaded test-time refinement.")] = False,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="Inversion method: triplanenet, triplanenet+cttr, w+-pred (encoders, fast) or w-opt, w+-opt, "
+            "eg3d-params, pti, triplane-opt, w+-pred+triplane-opt (optimisation, paper defaults, slow on CPU)."
+        ),
+    ] = "triplanenet",
+    cttr: Annotated[
+        bool, typer.Option("--cttr/--no-cttr", help="Cascaded test-time refinement (= --method triplanenet+cttr).")
+    ] = False,
+    steps: Annotated[
+        int | None, typer.Option(help="Optimisation steps (default: the method's paper default; pti: both stages).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the optimisation methods' random draws.")] = None,
     depth_samples: Annotated[
         int | None, typer.Option(help="Coarse and fine samples per ray (official inference uses 96).")
     ] = None,
@@ -129,8 +168,6 @@ def invert(
     Example: triplanenet invert photos/ --cameras photos/dataset.json --checkpoint triplanenet_final.pth
     --generator ffhq512-128.pth --mesh --out results/
     """
-    from triplanenet.inverters.encoder import TriPlaneNetInverter
-
     if batch_size < 1 or frames < 1 or mesh_resolution < 8:
         raise TriplaneNetError("--batch-size and --frames must be >= 1 and --mesh-resolution >= 8")
     yaws = parse_floats(views, "views")
@@ -141,24 +178,26 @@ def invert(
         if depth_samples < 4:
             raise TriplaneNetError("--depth-samples must be at least 4")
         model.decoder.set_rendering(depth_resolution=depth_samples, depth_resolution_importance=depth_samples)
-    inverter = TriPlaneNetInverter(model, cttr=cttr)
+    inverter = _build_inverter(model, method, cttr, steps, seed)
     size = model.config.input_resolution
     failures: dict[str, str] = {}
     jobs: list[_Job] = []
     for path in paths:
         try:
-            job = _prepare(path, cameras, size)
+            new_jobs = _prepare_jobs(path, cameras, size, align, all_faces, out)
         except TriplaneNetError as exc:
             failures[str(path)] = str(exc)
             console.print(f"[red]skipped[/] {path.name}: {exc}", highlight=False)
             continue
-        if job.warning:
-            console.print(f"[yellow]warning:[/] {job.warning}", highlight=False)
-        jobs.append(job)
+        for job in new_jobs:
+            if job.warning:
+                console.print(f"[yellow]warning:[/] {job.warning}", highlight=False)
+            jobs.append(job)
     out.mkdir(parents=True, exist_ok=True)
     done: list[str] = []
     with progress() as bar:
         task = bar.add_task("inverting", total=len(jobs))
+        _show_loss(bar, inverter)
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start : start + batch_size]
             results = inverter.invert_batch([j.image for j in batch], torch.stack([j.camera[0] for j in batch]))
@@ -175,6 +214,41 @@ def invert(
     console.print(f"inverted {len(done)} of {len(paths)} image(s) into [bold]{out}[/]")
     if failures:
         raise typer.Exit(code=1)
+
+
+def _build_inverter(model, method: str, cttr: bool, steps: int | None, seed: int | None):
+    """The inverter for ``--method`` (``--cttr`` is an alias of ``--method triplanenet+cttr``)."""
+    from triplanenet.inverters import OPTIMIZATION_METHODS, build_inverter, step_options
+
+    if cttr:
+        if method not in ("triplanenet", "triplanenet+cttr"):
+            raise TriplaneNetError(f"--cttr only applies to --method triplanenet, not {method!r}")
+        method = "triplanenet+cttr"
+    options: dict[str, int] = {}
+    if steps is not None or seed is not None:
+        if method not in OPTIMIZATION_METHODS:
+            raise TriplaneNetError(
+                f"--steps/--seed only apply to optimisation methods ({', '.join(OPTIMIZATION_METHODS)}), not {method!r}"
+            )
+        if steps is not None:
+            if steps < 1:
+                raise TriplaneNetError("--steps must be at least 1")
+            options.update(step_options(method, steps))
+        if seed is not None:
+            options["seed"] = seed
+    return build_inverter(method, model, **options)
+
+
+def _show_loss(bar, inverter) -> None:
+    """Give an optimisation inverter a second progress-bar line with its step count and current loss."""
+    if not hasattr(inverter, "callback"):
+        return
+    line = bar.add_task(inverter.name, total=None, visible=False)
+
+    def report(step: int, total: int, loss: float) -> None:
+        bar.update(line, completed=step, total=total, visible=True, description=f"{inverter.name} loss {loss:.4g}")
+
+    inverter.callback = report
 
 
 def _write_outputs(

@@ -1,0 +1,89 @@
+"""``triplanenet conf-maps``: σ-net confidence maps for a dataset, in the official ``conf_map/<stem>.npy`` layout.
+
+The maps are what TriPlaneNet v2's symmetry (mirror) loss reads: for each image ``<name>.png`` of the dataset,
+``conf_map/<stem>.npy`` is a float32 (256, 256) array of σ > 0 (larger = the mirrored face is less trustworthy
+there), computed on the unmirrored aligned crop (:meth:`~triplanenet.losses.confnet.ConfNet.predict_sigma`).
+:class:`~triplanenet.data.dataset.FaceDataset` with ``confidence_maps=True`` then finds them by file stem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from triplanenet.cli.common import console, progress, resolve_device, user_errors
+from triplanenet.errors import ConfigError
+
+
+def load_sigma_net(path: Path | None, device: torch.device):
+    """The bundled σ-net, our ``.safetensors`` σ-net, or an unsup3d checkpoint (``netC``, nf 64)."""
+    if path is None:
+        from triplanenet.demo import load_default_sigma_net
+
+        return load_default_sigma_net().to(device)
+    if path.suffix.lower() == ".safetensors":
+        import json
+
+        from triplanenet.demo import SIGMA_NET_FORMAT
+        from triplanenet.io.safetensors_files import read_safetensors
+        from triplanenet.losses.confnet import ConfNet
+
+        state, metadata = read_safetensors(path, SIGMA_NET_FORMAT, "σ-net", "pass a σ-net saved by triplanenet")
+        config = json.loads(metadata["config"])
+        network = ConfNet(nf=config["nf"], zdim=config["zdim"])
+        network.load_state_dict(state, strict=True)
+        return network.to(device).eval().requires_grad_(False)
+    from triplanenet.losses.confnet import load_confnet
+
+    return load_confnet(path, device=device)
+
+
+@user_errors
+def conf_maps(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder with dataset.json and aligned crops.")],
+    sigma_net: Annotated[
+        Path | None,
+        typer.Option(help="σ-net: our .safetensors, or unsup3d checkpoint030.pth. Default: the bundled one."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite/--skip-existing", help="Recompute maps that already exist.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
+) -> None:
+    """Write conf_map/<stem>.npy (float32 256×256 σ) for every image of a dataset, for the v2 symmetry loss.
+
+    Example: triplanenet preprocess photos/ --out data/mine && triplanenet conf-maps data/mine
+    """
+    from triplanenet.data.dataset import CONF_MAP_DIR, FaceDataset
+    from triplanenet.losses.confnet import CONF_MAP_SIZE, save_conf_map
+
+    if batch_size < 1:
+        raise ConfigError("--batch-size must be >= 1")
+    if dataset.is_file():
+        raise ConfigError(f"{dataset} is a file; conf maps are written into a dataset folder (unpack the zip first)")
+    torch_device = resolve_device(device)
+    data = FaceDataset(dataset, resolution=CONF_MAP_SIZE)  # checks dataset.json and the image/label pairing
+    stems = [Path(name).name for name in data.names]
+    if len(set(stems)) != len(stems):
+        raise ConfigError(f"{dataset}: two images share a file stem; conf maps are looked up by stem, rename one")
+    net = load_sigma_net(sigma_net, torch_device)
+    folder = dataset / CONF_MAP_DIR
+    todo = [i for i, stem in enumerate(stems) if overwrite or not (folder / f"{stem}.npy").is_file()]
+    with progress() as bar:
+        task = bar.add_task("conf maps", total=len(todo))
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            images = torch.stack([data[i]["image"] for i in chunk]).to(torch_device)
+            sigma = net.predict_sigma(images)
+            for i, s in zip(chunk, sigma, strict=True):
+                save_conf_map(folder / f"{stems[i]}.npy", s)
+            bar.advance(task, len(chunk))
+    data.close()
+    console.print(
+        f"wrote {len(todo)} confidence map(s) to [bold]{folder}[/] ({len(stems) - len(todo)} already there)",
+        highlight=False,
+    )

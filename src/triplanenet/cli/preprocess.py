@@ -1,0 +1,105 @@
+"""``triplanenet preprocess``: in-the-wild photos → aligned 512² crops + EG3D ``dataset.json`` (a training folder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from triplanenet.cli.common import console, progress, user_errors
+from triplanenet.errors import ConfigError, TriplaneNetError
+
+# Folders are expanded into files with these extensions; files given by name are always tried.
+PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic"}
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given, folders expanded to their photo files (sorted, not recursive)."""
+    paths: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            paths.extend(sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES))
+        else:
+            paths.append(item)
+    if not paths:
+        raise TriplaneNetError("no input photos found (give image files or a folder containing photos)")
+    return paths
+
+
+@user_errors
+def preprocess(
+    inputs: Annotated[list[Path], typer.Argument(help="Photos (any size, EXIF rotation honoured) or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: crops, dataset.json, report.")] = Path(
+        "outputs/preprocessed"
+    ),
+    all_faces: Annotated[
+        bool, typer.Option("--all-faces", help="Crop every face as <stem>_face<k>.png (default: the largest).")
+    ] = False,
+    pad_mode: Annotated[
+        str, typer.Option(help="Fill outside the photo: reflect | edge | constant (black, EG3D's script).")
+    ] = "reflect",
+    camera: Annotated[
+        str, typer.Option(help="official (label keeps head roll, like EG3D's) | lookat (roll-free look-at).")
+    ] = "official",
+    cameras: Annotated[
+        Path | None,
+        typer.Option(help="Use these cameras, not estimated ones: official dataset.json / cameras.json / <img>.json."),
+    ] = None,
+    deep3d: Annotated[
+        Path | None, typer.Option(help="Folder of Deep3DFaceRecon <stem>.mat outputs: their pose gives the camera.")
+    ] = None,
+    min_face_px: Annotated[float, typer.Option(help="Refuse faces narrower than this (pixels).")] = 32.0,
+    max_detect_side: Annotated[
+        int, typer.Option(help="Detect faces on a copy at most this many pixels long (0 = full size).")
+    ] = 1024,
+) -> None:
+    """Detect, align (EG3D FFHQ recipe) and pose faces in photos; write a training-ready dataset folder.
+
+    Bad files (no face, tiny face, corrupt, not an image) are reported and skipped; the exit code is 1 if any
+    file failed. Outcomes per file: OUT/preprocess_report.json.
+
+    Example: triplanenet preprocess photos/ --out data/mine --all-faces
+    """
+    from triplanenet.preprocess.batch import PhotoOutcome, preprocess_photos
+    from triplanenet.preprocess.mtcnn import load_mtcnn
+
+    if pad_mode not in ("reflect", "edge", "constant"):
+        raise ConfigError(f"--pad-mode must be reflect, edge or constant, got {pad_mode!r}")
+    if camera not in ("official", "lookat"):
+        raise ConfigError(f"--camera must be official or lookat, got {camera!r}")
+    if max_detect_side < 0 or 0 < max_detect_side < 64:
+        raise ConfigError("--max-detect-side must be 0 (full size) or at least 64")
+    paths = expand_inputs(inputs)
+    model = load_mtcnn()
+    with progress() as bar:
+        task = bar.add_task("preprocessing", total=len(paths))
+
+        def on_file(outcome: PhotoOutcome) -> None:
+            if not outcome.ok:
+                console.print(f"[red]{outcome.status}[/] {outcome.message}", highlight=False, soft_wrap=True)
+            bar.advance(task)
+
+        report = preprocess_photos(
+            paths,
+            out,
+            all_faces=all_faces,
+            camera=camera,  # type: ignore[arg-type]
+            pad_mode=pad_mode,  # type: ignore[arg-type]
+            min_face_px=min_face_px,
+            max_detect_side=max_detect_side or None,
+            cameras=cameras,
+            deep3d_dir=deep3d,
+            model=model,
+            on_file=on_file,
+        )
+    ok = len(report.outcomes) - len(report.failed)
+    crops = sum(len(o.outputs) for o in report.outcomes)
+    console.print(
+        f"preprocessed {ok} of {len(report.outcomes)} photo(s) into {crops} crop(s) in [bold]{out}[/] "
+        f"({report.seconds / max(1, len(report.outcomes)):.2f} s/photo); report: preprocess_report.json",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if report.failed:
+        raise typer.Exit(code=1)

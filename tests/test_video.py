@@ -1,0 +1,195 @@
+"""Video: temporal smoothing of tracks, per-frame preprocessing, and ``triplanenet invert-video`` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from triplanenet.cli.main import app
+from triplanenet.errors import ConfigError
+from triplanenet.io.video import write_mp4
+from triplanenet.preprocess.mtcnn import NoFaceError, find_mtcnn_weights
+from triplanenet.preprocess.video import prepare_video, smooth_track
+
+runner = CliRunner()
+
+
+def _mtcnn_available() -> bool:
+    try:
+        find_mtcnn_weights()
+    except Exception:
+        return False
+    return True
+
+
+needs_mtcnn = pytest.mark.skipif(
+    not _mtcnn_available(), reason="MTCNN weights missing: pip install --no-deps facenet-pytorch==2.6.0"
+)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# smooth_track
+
+
+def test_smoothing_reduces_jitter_on_a_known_track() -> None:
+    rng = np.random.default_rng(0)
+    t = np.arange(60, dtype=np.float64)
+    truth = np.stack((200 + 1.5 * t + 10 * np.sin(t / 9), 150 + 8 * np.cos(t / 13)), axis=1)
+    noisy = truth + rng.normal(0, 2.0, truth.shape)
+    smoothed = smooth_track(noisy, sigma=2.0)
+    raw_error = np.sqrt(((noisy - truth) ** 2).mean())
+    smooth_error = np.sqrt(((smoothed - truth) ** 2).mean())
+    assert smooth_error < 0.6 * raw_error
+    # Frame-to-frame jitter (second differences) drops much more.
+    assert np.abs(np.diff(smoothed, 2, axis=0)).mean() < 0.3 * np.abs(np.diff(noisy, 2, axis=0)).mean()
+
+
+def test_missing_frames_are_interpolated() -> None:
+    t = np.arange(12, dtype=np.float64)
+    track = np.stack((3 * t + 1, -2 * t), axis=1)
+    valid = np.ones(12, dtype=bool)
+    valid[[0, 5, 6, 11]] = False
+    holes = track.copy()
+    holes[~valid] = np.nan
+    expected = track.copy()
+    expected[0], expected[11] = track[1], track[10]  # ends are held, not extrapolated
+    for sigma in (0.0, 1.5, 4.0):
+        np.testing.assert_allclose(smooth_track(holes, valid, sigma), expected, atol=1e-6)
+    with pytest.raises(NoFaceError, match="no frame"):
+        smooth_track(holes, np.zeros(12, dtype=bool))
+    with pytest.raises(ConfigError):
+        smooth_track(holes, valid, -1.0)
+    assert smooth_track(np.array([[4.0, 5.0]]), None, 2.0).tolist() == [[4.0, 5.0]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(2, 30),
+    st.floats(-5, 5),
+    st.floats(-100, 100),
+    st.floats(0.0, 6.0),
+    st.lists(st.booleans(), min_size=30, max_size=30),
+)
+def test_linear_motion_is_kept_exactly(
+    length: int, slope: float, offset: float, sigma: float, mask: list[bool]
+) -> None:
+    """The local-linear filter neither lags nor shrinks steady motion, whatever frames are missing."""
+    valid = np.array(mask[:length])
+    if valid.sum() < 2:
+        valid[0] = valid[-1] = True
+    t = np.arange(length, dtype=np.float64)
+    good = np.flatnonzero(valid)
+    track = (offset + slope * t)[:, None]
+    expected = (offset + slope * np.clip(t, good[0], good[-1]))[:, None]
+    tolerance = 1e-6 * (1 + abs(offset) + abs(slope) * length)
+    np.testing.assert_allclose(smooth_track(track, valid, sigma), expected, atol=tolerance)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Clips
+
+
+def _clip(frames: int = 9, blank: tuple[int, ...] = (4,)) -> list[np.ndarray]:
+    """The astronaut drifting right and down by ~1 px per frame; ``blank`` frames show no face."""
+    astronaut = pytest.importorskip("skimage.data").astronaut()
+    out = []
+    for i in range(frames):
+        frame = np.roll(astronaut, (i, 2 * i), axis=(0, 1))
+        if i in blank:
+            frame = np.full_like(astronaut, 90)
+        out.append(np.ascontiguousarray(frame))
+    return out
+
+
+@needs_mtcnn
+def test_prepare_video_tracks_smooths_and_fills_gaps() -> None:
+    clip = _clip()
+    prepared = prepare_video(clip, smoothing=1.5)
+    assert len(prepared) == 9
+    assert prepared.detected.tolist() == [i != 4 for i in range(9)]
+    assert prepared.input_tensor().shape == (9, 3, 256, 256) and prepared.labels.shape == (9, 25)
+    assert prepared.input_tensor(slice(2, 4)).shape == (2, 3, 256, 256)
+    assert prepared.crops.shape == (9, 256, 256, 3)
+    # The missing frame's landmarks lie between its neighbours' (the face drifts steadily).
+    gap = prepared.landmarks[4]
+    np.testing.assert_allclose(gap, (prepared.landmarks[3] + prepared.landmarks[5]) / 2, atol=1.5)
+    assert np.isnan(prepared.raw_landmarks[4]).all() and np.isnan(prepared.raw_yaw[4])
+    # Smoothed landmarks follow the true motion (2 px right, 1 px down per frame).
+    steps = np.diff(prepared.landmarks.mean(axis=1), axis=0)
+    np.testing.assert_allclose(steps, np.tile([2.0, 1.0], (8, 1)), atol=0.6)
+    # The head does not move, so the smoothed camera must not shake more than the per-frame estimates.
+    raw = prepared.raw_yaw[prepared.detected]
+    assert np.std(prepared.yaw) <= np.std(raw) + 1e-6
+    assert np.isfinite(prepared.labels.numpy()).all()
+
+
+@needs_mtcnn
+def test_prepare_video_without_faces_fails_clearly() -> None:
+    blank = [np.full((128, 128, 3), 90, dtype=np.uint8)] * 3
+    with pytest.raises(NoFaceError, match="no face found in any of its 3 frame"):
+        prepare_video(blank)
+
+
+@needs_mtcnn
+def test_invert_video_cli_end_to_end(tmp_path: Path) -> None:
+    import imageio.v2 as imageio
+
+    video = tmp_path / "clip.mp4"
+    write_mp4(video, _clip(8, blank=(3,)), fps=10)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["invert-video", str(video), "--out", str(out), "--device", "cpu", "--batch-size", "3",
+         "--yaw", "0.4", "--background", "white"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "no face detected in 1 of 8 frame" in result.output
+    info = json.loads((out / "frames.json").read_text())
+    assert info["frames"] == 8 and info["detected_frames"] == 7 and len(info["per_frame"]) == 8
+    assert [f["detected"] for f in info["per_frame"]] == [i != 3 for i in range(8)]
+    assert info["frames_per_second"] > 0 and info["novel_view"] == {"yaw": 0.4, "pitch": 0.0}
+    size = info["output_size"]
+    for name, width in (
+        ("reconstruction.mp4", size),
+        ("novel_view.mp4", size),
+        ("side_by_side.mp4", 3 * size),
+        ("mask.mp4", size),
+    ):
+        with imageio.get_reader(out / name, format="FFMPEG") as reader:
+            frames = [np.asarray(f) for f in reader]
+        assert len(frames) == 8, name
+        assert frames[0].shape == (size, width, 3), name
+    assert not list(out.glob(".*")), "temporary files were left behind"
+
+    # Bad inputs: a file that is not a video, a video without faces.
+    (tmp_path / "notes.mp4").write_text("not a video")
+    result = runner.invoke(app, ["invert-video", str(tmp_path / "notes.mp4"), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "Traceback" not in result.output and "notes.mp4" in result.output
+    write_mp4(tmp_path / "empty.mp4", [np.full((64, 64, 3), 90, dtype=np.uint8)] * 2, fps=5)
+    result = runner.invoke(app, ["invert-video", str(tmp_path / "empty.mp4"), "--out", str(tmp_path / "y")])
+    assert result.exit_code == 1 and "no face found" in result.output
+
+
+@needs_mtcnn
+def test_invert_video_tiny_preset_with_options(tmp_path: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    write_mp4(video, _clip(6, blank=()), fps=10)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["invert-video", str(video), "--out", str(out), "--preset", "tiny", "--device", "cpu", "--max-frames", "4",
+         "--stride", "1", "--smoothing", "0", "--camera", "lookat"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "frames.json").read_text())
+    assert info["frames"] == 4 and not (out / "mask.mp4").exists()
+    result = runner.invoke(app, ["invert-video", str(video), "--out", str(out), "--background", "green"])
+    assert result.exit_code == 1 and "--background" in result.output
