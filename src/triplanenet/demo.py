@@ -73,15 +73,14 @@ def run_demo(
     """Render ``heads`` held-out procedural heads, invert them with the default model (first branch alone and full
     TriPlaneNet), write renders, novel views, depth, a mesh, an orbit video and a metrics table against ground truth."""
     from triplanenet.eg3d.camera import camera_label
-    from triplanenet.eval.metrics import depth_error, ms_ssim, mse
+    from triplanenet.eval.metrics import depth_error
+    from triplanenet.eval.protocol import image_metrics, load_identity_metric, synthetic_heads
     from triplanenet.inverters import TriPlaneNetInverter
     from triplanenet.io.atomic import write_text_atomic
     from triplanenet.io.images import image_grid, save_depth, save_image, save_png, tensor_to_uint8
     from triplanenet.io.mesh import write_ply
     from triplanenet.losses.lpips import LPIPS
-    from triplanenet.synth.params import HeadParams
     from triplanenet.synth.render import render_heads
-    from triplanenet.train.identity_net import face_crops
 
     started = time.perf_counter()
     folder = Path(out)
@@ -94,19 +93,18 @@ def run_demo(
         model = load_triplanenet(model_path, device=device)
     generator = model.decoder
     size = generator.config.img_resolution
-    identity_net = load_default_identity_network()
+    identity = load_identity_metric()
     try:
         lpips = LPIPS.from_file().to(device)
     except CheckpointError:
         lpips = None
-    poses = [DEMO_POSES[i % len(DEMO_POSES)] for i in range(heads)]
-    cameras = camera_label(torch.tensor([p[0] for p in poses]), torch.tensor([p[1] for p in poses]))
-    identities = HeadParams.sample(torch.Generator().manual_seed(DEMO_SEED), heads)
-    truth = render_heads(identities, cameras, resolution=size)
+    # The evaluation suite's held-out heads (triplanenet.eval.protocol.synthetic_heads) at the demo poses.
+    _, truth = synthetic_heads(heads, size)
+    cameras, poses = truth.cameras, [DEMO_POSES[i % len(DEMO_POSES)] for i in range(heads)]
     # Ground truth at a novel view: the input yaw mirrored (e.g. 0.35 -> -0.35; frontal inputs go to 0.5).
     novel_yaws = torch.tensor([-p[0] if abs(p[0]) > 0.1 else 0.5 for p in poses])
     novel_cameras = camera_label(novel_yaws, torch.tensor([p[1] for p in poses]))
-    novel_truth = render_heads(identities, novel_cameras, resolution=size)
+    novel_truth = render_heads(truth.params, novel_cameras, resolution=size)
     methods = {
         "first branch only (w+-pred)": TriPlaneNetInverter(model, first_branch_only=True),
         "triplanenet": TriPlaneNetInverter(model),
@@ -119,21 +117,21 @@ def run_demo(
             image = torch.cat([r.image for r in renders]).cpu()
             novel = torch.cat([inv.render(novel_cameras[i : i + 1]).image for i, inv in enumerate(inversions)]).cpu()
             depth = torch.cat([r.image_depth for r in renders]).cpu()
-            small = model.pool_to_input(image)
-            target_small = model.pool_to_input(truth.image)
+            input_size = model.config.input_resolution
+            same = image_metrics(image, truth.image, lpips, mse_size=input_size, size=None)
+            novel_metrics = image_metrics(novel, novel_truth.image, lpips, mse_size=input_size, size=None)
             row: dict[str, float | str] = {
                 "method": name,
-                "MSE": mse(small, target_small).mean().item(),
-                "MS-SSIM": ms_ssim(image, truth.image).mean().item(),
+                "MSE": same["MSE"].mean().item(),
+                "MS-SSIM": same["MS-SSIM"].mean().item(),
                 "depth error": depth_error(depth, truth.depth, truth.mask).mean().item(),
-                "novel-view MSE": mse(model.pool_to_input(novel), model.pool_to_input(novel_truth.image)).mean().item(),
+                "novel-view MSE": novel_metrics["MSE"].mean().item(),
             }
             if lpips is not None:
-                row["LPIPS"] = lpips(image, truth.image).item()
-                row["novel-view LPIPS"] = lpips(novel, novel_truth.image).item()
-            if identity_net is not None:
-                crop = lambda x: face_crops(x, identity_net.cfg.input_size)  # noqa: E731
-                row["ID"] = (identity_net(crop(image)) * identity_net(crop(truth.image))).sum(dim=1).mean().item()
+                row["LPIPS"] = same["LPIPS"].mean().item()
+                row["novel-view LPIPS"] = novel_metrics["LPIPS"].mean().item()
+            if identity is not None:
+                row["ID"] = identity.similarity(image, truth.image).mean().item()
         rows.append(row)
         if name != "triplanenet":
             continue

@@ -211,7 +211,8 @@ def invert(
                 bar.advance(task)
     summary = {"inverted": done, "failed": failures, "method": inverter.name, "views": yaws}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
-    console.print(f"inverted {len(done)} of {len(paths)} image(s) into [bold]{out}[/]")
+    faces = "" if len(jobs) == len(paths) else f" ({len(jobs)} face(s) found)"
+    console.print(f"inverted {len(done)} face(s) from {len(paths)} image(s){faces} into [bold]{out}[/]")
     if failures:
         raise typer.Exit(code=1)
 

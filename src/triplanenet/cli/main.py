@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import typer
 
+from triplanenet.cli.bench import bench
+from triplanenet.cli.conf_maps import conf_maps
 from triplanenet.cli.convert import convert
 from triplanenet.cli.demo import demo
+from triplanenet.cli.edit import directions, edit
+from triplanenet.cli.eval import ablate, eval_command
 from triplanenet.cli.fetch_weights import fetch_weights
 from triplanenet.cli.generate import generate
 from triplanenet.cli.invert import invert
+from triplanenet.cli.invert_video import invert_video
+from triplanenet.cli.preprocess import preprocess
+from triplanenet.cli.serve import serve
 from triplanenet.cli.train import train
 
 app = typer.Typer(
@@ -24,6 +31,15 @@ app.command()(invert)
 app.command()(convert)
 app.command()(train)
 app.command()(fetch_weights)
+app.command(name="eval")(eval_command)
+app.command()(ablate)
+app.command()(directions)
+app.command()(edit)
+app.command()(serve)
+app.command()(preprocess)
+app.command(name="invert-video")(invert_video)
+app.command(name="conf-maps")(conf_maps)
+app.command()(bench)
 
 
 def main() -> None:
