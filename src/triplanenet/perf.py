@@ -69,7 +69,8 @@ class InferenceSettings:
 
     @property
     def is_exact(self) -> bool:
-        """True when results are bit-identical to the plain fp32 path (nothing but inference mode/threads)."""
+        """True when results are bit-identical to the plain fp32 path at the same thread count (CPU convolutions
+        may round differently when ``threads`` changes the number of threads)."""
         return self.dtype == "fp32" and not (self.compile or self.channels_last or self.cuda_graphs)
 
     @property
