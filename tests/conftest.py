@@ -12,6 +12,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one xdist worker per core; several torch threads per worker would oversubscribe the cores
+    # (OpenMP threads spin while waiting, which slowed the suite several-fold on the 2-core CI machine).
+    torch.set_num_threads(1)
+
 
 def _reference_dir() -> Path:
     env = os.environ.get("TRIPLANENET_REFERENCE")
