@@ -272,7 +272,6 @@ def test_eval_cli_rejects_unknown_methods(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "unknown method" in result.output
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(_default_model_missing(), reason="the bundled default model is not built")
 def test_ablation_runner_smoke(tmp_path: Path) -> None:
     from triplanenet.eval.ablations import AblationSettings, run_synthetic_samples_ablation

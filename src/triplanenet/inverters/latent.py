@@ -34,7 +34,6 @@ from triplanenet.inverters.optimize import (
     ProgressCallback,
     ReconstructionLoss,
     StepTracker,
-    make_options,
     prepare_camera,
     seeded_generator,
 )
@@ -126,15 +125,9 @@ class LatentOptimizer(OptimizingInverter):
         callback: ProgressCallback | None = None,
         **overrides: Any,
     ) -> None:
-        self.model = model.eval()
+        super().__init__(model, "w+-opt" if plus else "w-opt", LatentOptions, options, callback, overrides)
+        self.options: LatentOptions
         self.plus = plus
-        self.options = make_options(LatentOptions, options, overrides)
-        self.callback = callback
-        self.name = "w+-opt" if plus else "w-opt"
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.latent_avg.device
 
     @torch.no_grad()
     def w_stats(self, label: torch.Tensor) -> tuple[torch.Tensor, float]:

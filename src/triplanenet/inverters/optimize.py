@@ -188,10 +188,32 @@ def prepare_camera(camera: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 class OptimizingInverter:
-    """Base of the optimisation inverters: ``invert_batch`` loops over images (every image is its own problem)."""
+    """Base of the optimisation inverters: ``invert_batch`` loops over images (every image is its own problem).
 
-    name: str
-    callback: ProgressCallback | None
+    Args:
+        model: supplies the generator (never modified) and, where a method needs them, the encoders.
+        name: the method name (as in ``build_inverter``).
+        options_class: the method's options dataclass; ``options`` (or its defaults) with ``overrides`` applied.
+        callback: progress callback ``(step, total, loss)``.
+    """
+
+    def __init__(
+        self,
+        model: TriPlaneNet,
+        name: str,
+        options_class: type[OptimizationOptions],
+        options: OptimizationOptions | None,
+        callback: ProgressCallback | None,
+        overrides: dict[str, Any],
+    ) -> None:
+        self.model = model.eval()
+        self.name = name
+        self.options = make_options(options_class, options, overrides)
+        self.callback = callback
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.latent_avg.device
 
     def invert(self, image: torch.Tensor, camera: torch.Tensor) -> Inversion:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -35,7 +35,6 @@ from triplanenet.inverters.optimize import (
     ProgressCallback,
     ReconstructionLoss,
     StepTracker,
-    make_options,
     prepare_camera,
 )
 from triplanenet.model import TriPlaneNet
@@ -104,16 +103,12 @@ class GeneratorTuner(OptimizingInverter):
     ) -> None:
         if pivot not in ("encoder", "w-opt"):
             raise ConfigError(f"pivot must be 'encoder' or 'w-opt', got {pivot!r}")
-        self.model = model.eval()
+        options_class = PTIOptions if pivot == "w-opt" else TuningOptions
+        super().__init__(
+            model, "pti" if pivot == "w-opt" else "eg3d-params", options_class, options, callback, overrides
+        )
+        self.options: TuningOptions
         self.pivot = pivot
-        cls = PTIOptions if pivot == "w-opt" else TuningOptions
-        self.options = make_options(cls, options, overrides)  # type: ignore[arg-type]
-        self.callback = callback
-        self.name = "pti" if pivot == "w-opt" else "eg3d-params"
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.latent_avg.device
 
     def _loss(self, image: torch.Tensor) -> ReconstructionLoss:
         o = self.options

@@ -31,7 +31,6 @@ from triplanenet.inverters.optimize import (
     ProgressCallback,
     ReconstructionLoss,
     StepTracker,
-    make_options,
     prepare_camera,
 )
 from triplanenet.model import TriPlaneNet
@@ -90,15 +89,10 @@ class TriPlaneOptimizer(OptimizingInverter):
         callback: ProgressCallback | None = None,
         **overrides: Any,
     ) -> None:
-        self.model = model.eval()
+        name = "w+-pred+triplane-opt" if first_branch else "triplane-opt"
+        super().__init__(model, name, TriPlaneOptions, options, callback, overrides)
+        self.options: TriPlaneOptions
         self.first_branch = first_branch
-        self.options = make_options(TriPlaneOptions, options, overrides)
-        self.callback = callback
-        self.name = "w+-pred+triplane-opt" if first_branch else "triplane-opt"
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.latent_avg.device
 
     @torch.no_grad()
     def _start_ws(self, image: torch.Tensor) -> torch.Tensor:
