@@ -59,6 +59,24 @@ def project_onto_planes(coords: torch.Tensor) -> torch.Tensor:
     return selected.reshape(batch, num_points, NUM_PLANES, 2).permute(0, 2, 1, 3).reshape(-1, num_points, 2)
 
 
+def _grid_sample_planes(planes: torch.Tensor, coords: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """Shape checks, projection and ``grid_sample`` shared by the two samplers: (B·3, C, 1, M) features."""
+    if planes.ndim != 5 or planes.shape[1] != NUM_PLANES:
+        raise ValueError(f"planes must have shape (B, 3, C, H, W), got {tuple(planes.shape)}")
+    if coords.ndim != 3 or coords.shape[0] != planes.shape[0] or coords.shape[-1] != 3:
+        raise ValueError(f"coords must have shape (B, M, 3) with B={planes.shape[0]}, got {tuple(coords.shape)}")
+    batch, _, channels, height, width = planes.shape
+    grid = project_onto_planes(coords * (2 / box_warp)).unsqueeze(1)  # (B*3, 1, M, 2)
+    features = F.grid_sample(
+        planes.reshape(batch * NUM_PLANES, channels, height, width),
+        grid.to(planes.dtype),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )  # (B*3, C, 1, M)
+    return features
+
+
 def sample_from_planes(planes: torch.Tensor, coords: torch.Tensor, box_warp: float) -> torch.Tensor:
     """Bilinearly sample tri-plane features at 3-D points.
 
@@ -73,20 +91,9 @@ def sample_from_planes(planes: torch.Tensor, coords: torch.Tensor, box_warp: flo
     Returns:
         (B, 3, M, C) features per plane.
     """
-    if planes.ndim != 5 or planes.shape[1] != NUM_PLANES:
-        raise ValueError(f"planes must have shape (B, 3, C, H, W), got {tuple(planes.shape)}")
-    if coords.ndim != 3 or coords.shape[0] != planes.shape[0] or coords.shape[-1] != 3:
-        raise ValueError(f"coords must have shape (B, M, 3) with B={planes.shape[0]}, got {tuple(coords.shape)}")
-    batch, _, channels, height, width = planes.shape
+    features = _grid_sample_planes(planes, coords, box_warp)  # (B*3, C, 1, M)
+    batch, _, channels = planes.shape[:3]
     num_points = coords.shape[1]
-    grid = project_onto_planes(coords * (2 / box_warp)).unsqueeze(1)  # (B*3, 1, M, 2)
-    features = F.grid_sample(
-        planes.reshape(batch * NUM_PLANES, channels, height, width),
-        grid.to(planes.dtype),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=False,
-    )  # (B*3, C, 1, M)
     return features.permute(0, 3, 2, 1).reshape(batch, NUM_PLANES, num_points, channels)
 
 
@@ -98,20 +105,9 @@ def sample_mean_from_planes(planes: torch.Tensor, coords: torch.Tensor, box_warp
     (B, 3, M, C) tensor is never materialised: one copy of 3·B·M·C floats less per decoded chunk (the renderer's
     hot path).
     """
-    if planes.ndim != 5 or planes.shape[1] != NUM_PLANES:
-        raise ValueError(f"planes must have shape (B, 3, C, H, W), got {tuple(planes.shape)}")
-    if coords.ndim != 3 or coords.shape[0] != planes.shape[0] or coords.shape[-1] != 3:
-        raise ValueError(f"coords must have shape (B, M, 3) with B={planes.shape[0]}, got {tuple(coords.shape)}")
-    batch, _, channels, height, width = planes.shape
+    features = _grid_sample_planes(planes, coords, box_warp)  # (B*3, C, 1, M)
+    batch, _, channels = planes.shape[:3]
     num_points = coords.shape[1]
-    grid = project_onto_planes(coords * (2 / box_warp)).unsqueeze(1)  # (B*3, 1, M, 2)
-    features = F.grid_sample(
-        planes.reshape(batch * NUM_PLANES, channels, height, width),
-        grid.to(planes.dtype),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=False,
-    )  # (B*3, C, 1, M)
     per_plane = features.view(batch, NUM_PLANES, channels, num_points).permute(0, 1, 3, 2)  # (B, 3, M, C) view
     # The result must be row-major (B, M, C) like the unfused path's (a transposed layout would send the MLP's matmul
     # down another BLAS path and change its rounding). Without autograd the mean is written straight into such a
