@@ -126,12 +126,15 @@ def test_invert_end_to_end_and_bad_images(tmp_path: Path) -> None:
     assert np.array_equal(rerendered, np.asarray(Image.open(folder / "reconstruction.png")))
 
 
-def test_invert_needs_a_model_source(tmp_path: Path) -> None:
+def test_invert_takes_at_most_one_model_source(tmp_path: Path) -> None:
     inputs = tmp_path / "in"
     _write_inputs(inputs)
-    result = _run("invert", str(inputs / "rgb.png"), "--out", str(tmp_path / "o"))
+    model = tmp_path / "ours.safetensors"
+    result = _run("invert", str(inputs / "rgb.png"), "--model", str(model), "--preset", "tiny", "--out", str(tmp_path))
     assert result.exit_code == 1
-    assert "choose exactly one model source" in result.output
+    assert "choose one model source, not --model and --preset" in result.output
+    result = _run("invert", str(inputs / "rgb.png"), "--generator", str(model), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 1 and "--generator goes with --checkpoint" in result.output
     result = _run("invert", str(tmp_path / "empty_missing"), "--preset", "tiny", "--out", str(tmp_path / "o"))
     assert result.exit_code == 1
 

@@ -421,8 +421,8 @@ def test_pose_sweep_on_synthetic_heads() -> None:
     pitch_err = np.degrees(np.array(est_pitch) - pitches.numpy())
     print("yaw error (deg):", np.round(yaw_err, 1), "pitch error (deg):", np.round(pitch_err, 1))
     # Measured (default head, 128², 2026-11-26): yaw errors [0.6 3.8 1.4 −7.4 −5.8 −0.8 0.4] deg (within 7.4 deg),
-    # pitch errors −6.2 … −19.7 deg. The procedural head is not the BFM mean face (its nose sits lower between eyes and mouth), so
-    # pitch carries an offset; the yaw accuracy and both orderings must hold.
+    # pitch errors −6.2 … −19.7 deg. The procedural head is not the BFM mean face (its nose sits lower between eyes
+    # and mouth), so pitch carries an offset; the yaw accuracy and both orderings must hold.
     assert np.abs(yaw_err).max() < 15.0
     assert np.all(np.diff(est_yaw[:5]) > 0)  # yaw sweep ordered
     assert est_pitch[5] < est_pitch[2] < est_pitch[6]  # pitch sweep ordered

@@ -274,12 +274,12 @@ def test_invert_aligns_unaligned_photos(photos: Path, tmp_path: Path) -> None:
     assert label.shape == (25,)
     assert (folder / "reconstruction.png").is_file()
 
-    out = tmp_path / "all"
-    result = _run(
-        "invert", str(inputs / "two.png"), "--all-faces", "--preset", "tiny", "--out", str(out), "--views", "0"
-    )
+    out = tmp_path / "all"  # no model option: the bundled default model
+    result = _run("invert", str(inputs / "two.png"), "--all-faces", "--out", str(out), "--views", "0")
     assert result.exit_code == 0, result.output
-    assert sorted(json.loads((out / "summary.json").read_text())["inverted"]) == ["two_face0", "two_face1"]
+    assert "2 face(s) found" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["inverted"]) == ["two_face0", "two_face1"] and summary["method"] == "triplanenet"
     assert (out / "two_face1" / "aligned.png").is_file()
 
 

@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: one-line errors, device selection, list parsing, progress bars."""
+"""Shared CLI plumbing: one-line errors, device selection, model options, list parsing, progress bars."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import functools
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import torch
 import typer
@@ -22,6 +23,19 @@ from rich.progress import (
 )
 
 from triplanenet.errors import TriplaneNetError
+
+if TYPE_CHECKING:
+    from triplanenet.model import TriPlaneNet
+
+ModelOption = Annotated[
+    Path | None, typer.Option("--model", help="Our TriPlaneNet .safetensors (default: the bundled model).")
+]
+CheckpointOption = Annotated[Path | None, typer.Option(help="Official triplanenet_final.pth (needs --generator).")]
+GeneratorOption = Annotated[
+    Path | None, typer.Option(help="EG3D generator of an official checkpoint (ffhq512-128.pth / .pkl).")
+]
+PresetOption = Annotated[str | None, typer.Option(help="'tiny': random-weight model, for testing the pipeline.")]
+DeviceOption = Annotated[str, typer.Option(help="cpu | cuda | auto")]
 
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -116,3 +130,43 @@ def console_warnings(prefix: str) -> Iterator[None]:
         yield
     for warning in caught:
         console.print(f"[yellow]warning:[/] {prefix}: {warning.message}", highlight=False)
+
+
+def load_cli_model(
+    model_path: Path | None,
+    checkpoint: Path | None,
+    generator: Path | None,
+    preset: str | None,
+    device: torch.device,
+) -> TriPlaneNet:
+    """The TriPlaneNet chosen by ``--model`` / ``--checkpoint --generator`` / ``--preset``; the bundled default model
+    when none is given.
+
+    Raises:
+        TriplaneNetError: several sources, ``--generator`` without ``--checkpoint``, or an unknown preset.
+    """
+    from triplanenet.io.model_checkpoints import load_triplanenet
+    from triplanenet.model import TriPlaneNet, TriPlaneNetConfig
+
+    chosen = [
+        name for name, value in (("--model", model_path), ("--checkpoint", checkpoint), ("--preset", preset)) if value
+    ]
+    if len(chosen) > 1:
+        raise TriplaneNetError(
+            f"choose one model source, not {' and '.join(chosen)}: --model ours.safetensors, --checkpoint "
+            "triplanenet_final.pth --generator ffhq512-128.pth, --preset tiny, or none for the bundled model"
+        )
+    if generator is not None and checkpoint is None:
+        raise TriplaneNetError("--generator goes with --checkpoint triplanenet_final.pth")
+    if model_path is not None:
+        return load_triplanenet(model_path, device=device)
+    if checkpoint is not None:
+        return load_triplanenet(checkpoint, generator=generator, device=device)
+    if preset is not None:
+        if preset != "tiny":
+            raise TriplaneNetError(f"unknown --preset {preset!r}: only 'tiny' (random weights) is available")
+        torch.manual_seed(0)
+        return TriPlaneNet(TriPlaneNetConfig.tiny()).eval().to(device)
+    from triplanenet.demo import load_default_model
+
+    return load_default_model(device)

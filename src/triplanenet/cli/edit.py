@@ -6,33 +6,24 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
-from triplanenet.cli.common import console, console_warnings, parse_floats, progress, resolve_device, user_errors
-from triplanenet.errors import ConfigError, TriplaneNetError
+from triplanenet.cli.common import (
+    CheckpointOption,
+    DeviceOption,
+    GeneratorOption,
+    ModelOption,
+    PresetOption,
+    console,
+    console_warnings,
+    load_cli_model,
+    parse_floats,
+    progress,
+    resolve_device,
+    user_errors,
+)
+from triplanenet.errors import ConfigError
 from triplanenet.io.atomic import write_text_atomic
-
-ModelOption = Annotated[Path | None, typer.Option("--model", help="Our TriPlaneNet .safetensors (default: bundled).")]
-CheckpointOption = Annotated[Path | None, typer.Option(help="Official triplanenet_final.pth (needs --generator).")]
-GeneratorOption = Annotated[Path | None, typer.Option(help="EG3D generator of an official checkpoint.")]
-PresetOption = Annotated[str | None, typer.Option(help="'tiny': random-weight model, for testing.")]
-DeviceOption = Annotated[str, typer.Option(help="cpu | cuda | auto")]
-
-
-def load_edit_model(
-    model_path: Path | None, checkpoint: Path | None, generator: Path | None, preset: str | None, device: torch.device
-):
-    """The chosen TriPlaneNet model, or the bundled default model when no source is given."""
-    if model_path is None and checkpoint is None and preset is None:
-        if generator is not None:
-            raise TriplaneNetError("--generator goes with --checkpoint triplanenet_final.pth")
-        from triplanenet.demo import load_default_model
-
-        return load_default_model(device)
-    from triplanenet.cli.invert import load_model
-
-    return load_model(model_path, checkpoint, generator, preset, device)
 
 
 def parse_layers(text: str | None, num_ws: int) -> tuple[int, int] | None:
@@ -80,7 +71,7 @@ def directions(
     from triplanenet.editing.directions import compute_ganspace, save_direction_npy
 
     torch_device = resolve_device(device)
-    model = load_edit_model(model_path, checkpoint, generator, preset, torch_device)
+    model = load_cli_model(model_path, checkpoint, generator, preset, torch_device)
     gen = model.decoder
     span = parse_layers(layers, gen.num_ws)
     space = compute_ganspace(gen, samples=samples, components=components, seed=seed)
@@ -142,7 +133,7 @@ def edit(
     if fit_steps < 0 or frames < 1 or mesh_resolution < 8:
         raise ConfigError("--fit-steps must be >= 0, --frames >= 1 and --mesh-resolution >= 8")
     torch_device = resolve_device(device)
-    model = load_edit_model(model_path, checkpoint, generator, preset, torch_device)
+    model = load_cli_model(model_path, checkpoint, generator, preset, torch_device)
     gen = model.decoder
     inversion = Inversion.load(inversion_path, gen)
     bundle = None

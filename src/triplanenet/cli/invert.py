@@ -11,8 +11,13 @@ import torch
 import typer
 
 from triplanenet.cli.common import (
+    CheckpointOption,
+    GeneratorOption,
+    ModelOption,
+    PresetOption,
     console,
     console_warnings,
+    load_cli_model,
     parse_floats,
     progress,
     resolve_device,
@@ -44,35 +49,6 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
     if not paths:
         raise TriplaneNetError("no input images found (give image files or a folder containing PNG/JPEG files)")
     return paths
-
-
-def load_model(
-    model_path: Path | None,
-    checkpoint: Path | None,
-    generator: Path | None,
-    preset: str | None,
-    device: torch.device,
-):
-    """The TriPlaneNet model chosen by the command-line options."""
-    from triplanenet.io.model_checkpoints import load_triplanenet
-    from triplanenet.model import TriPlaneNet, TriPlaneNetConfig
-
-    chosen = [
-        name for name, value in (("--model", model_path), ("--checkpoint", checkpoint), ("--preset", preset)) if value
-    ]
-    if len(chosen) != 1:
-        raise TriplaneNetError(
-            "choose exactly one model source: --model ours.safetensors, --checkpoint triplanenet_final.pth "
-            "--generator ffhq512-128.pth, or --preset tiny (random weights, for testing)"
-        )
-    if model_path is not None:
-        return load_triplanenet(model_path, device=device)
-    if checkpoint is not None:
-        return load_triplanenet(checkpoint, generator=generator, device=device)
-    if preset != "tiny":
-        raise TriplaneNetError(f"unknown --preset {preset!r}: only 'tiny' (random weights) is available")
-    torch.manual_seed(0)
-    return TriPlaneNet(TriPlaneNetConfig.tiny()).eval().to(device)
 
 
 def _prepare(path: Path, cameras: Path | None, size: int) -> _Job:
@@ -132,12 +108,10 @@ def invert(
     all_faces: Annotated[
         bool, typer.Option("--all-faces", help="With alignment: invert every face as <stem>_face<k>.")
     ] = False,
-    model_path: Annotated[Path | None, typer.Option("--model", help="Our TriPlaneNet .safetensors.")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="Official triplanenet_final.pth (needs --generator).")] = None,
-    generator: Annotated[
-        Path | None, typer.Option(help="EG3D generator of an official checkpoint (ffhq512-128.pth / .pkl).")
-    ] = None,
-    preset: Annotated[str | None, typer.Option(help="'tiny': random-weight model, for testing the pipeline.")] = None,
+    model_path: ModelOption = None,
+    checkpoint: CheckpointOption = None,
+    generator: GeneratorOption = None,
+    preset: PresetOption = None,
     views: Annotated[str, typer.Option(help="Novel-view yaw offsets in radians.")] = PAPER_YAWS,
     method: Annotated[
         str,
@@ -173,7 +147,7 @@ def invert(
     yaws = parse_floats(views, "views")
     paths = collect_inputs(inputs)
     torch_device = resolve_device(device)
-    model = load_model(model_path, checkpoint, generator, preset, torch_device)
+    model = load_cli_model(model_path, checkpoint, generator, preset, torch_device)
     if depth_samples is not None:
         if depth_samples < 4:
             raise TriplaneNetError("--depth-samples must be at least 4")

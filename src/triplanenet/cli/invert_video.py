@@ -9,7 +9,16 @@ from typing import Annotated
 import torch
 import typer
 
-from triplanenet.cli.common import console, resolve_device, user_errors
+from triplanenet.cli.common import (
+    CheckpointOption,
+    GeneratorOption,
+    ModelOption,
+    PresetOption,
+    console,
+    load_cli_model,
+    resolve_device,
+    user_errors,
+)
 from triplanenet.errors import ConfigError
 
 
@@ -17,12 +26,10 @@ from triplanenet.errors import ConfigError
 def invert_video(
     video: Annotated[Path, typer.Argument(help="Input video (MP4, MOV, ...; anything ffmpeg reads).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("outputs/invert_video"),
-    model_path: Annotated[Path | None, typer.Option("--model", help="Our TriPlaneNet .safetensors.")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="Official triplanenet_final.pth (needs --generator).")] = None,
-    generator: Annotated[
-        Path | None, typer.Option(help="EG3D generator of an official checkpoint (ffhq512-128.pth / .pkl).")
-    ] = None,
-    preset: Annotated[str | None, typer.Option(help="'tiny': random-weight model, for testing the pipeline.")] = None,
+    model_path: ModelOption = None,
+    checkpoint: CheckpointOption = None,
+    generator: GeneratorOption = None,
+    preset: PresetOption = None,
     yaw: Annotated[float, typer.Option(help="Novel-view camera yaw, radians (absolute, > 0 = camera to +x).")] = 0.5,
     pitch: Annotated[float, typer.Option(help="Novel-view camera pitch, radians (< 0 = from above).")] = 0.0,
     batch_size: Annotated[int, typer.Option(help="Frames per encoder pass.")] = 4,
@@ -64,7 +71,7 @@ def invert_video(
     if pad_mode not in ("reflect", "edge", "constant"):
         raise ConfigError(f"--pad-mode must be reflect, edge or constant, got {pad_mode!r}")
     torch_device = resolve_device(device)
-    model = _load_model(model_path, checkpoint, generator, preset, torch_device)
+    model = load_cli_model(model_path, checkpoint, generator, preset, torch_device)
 
     started = time.perf_counter()
     prepared = prepare_video(
@@ -108,18 +115,3 @@ def invert_video(
         highlight=False,
         soft_wrap=True,
     )
-
-
-def _load_model(
-    model_path: Path | None, checkpoint: Path | None, generator: Path | None, preset: str | None, device: torch.device
-):
-    """``invert``'s model options; with none of them, the bundled default model."""
-    if model_path is None and checkpoint is None and preset is None:
-        if generator is not None:
-            raise ConfigError("--generator goes with --checkpoint triplanenet_final.pth")
-        from triplanenet.demo import load_default_model
-
-        return load_default_model(device=device)
-    from triplanenet.cli.invert import load_model
-
-    return load_model(model_path, checkpoint, generator, preset, device)

@@ -7,14 +7,16 @@ from typing import Annotated
 
 import typer
 
-from triplanenet.cli.common import console, resolve_device, user_errors
-from triplanenet.cli.edit import (
+from triplanenet.cli.common import (
     CheckpointOption,
     DeviceOption,
     GeneratorOption,
     ModelOption,
     PresetOption,
-    load_edit_model,
+    console,
+    load_cli_model,
+    resolve_device,
+    user_errors,
 )
 from triplanenet.errors import ConfigError
 
@@ -49,7 +51,7 @@ def serve(
     if not 0 < port < 65536 or max_sessions < 1 or max_upload_mb <= 0 or fit_steps < 0:
         raise ConfigError("--port must be 1-65535, --max-sessions >= 1, --max-upload-mb > 0 and --fit-steps >= 0")
     torch_device = resolve_device(device)
-    model = load_edit_model(model_path, checkpoint, generator, preset, torch_device)
+    model = load_cli_model(model_path, checkpoint, generator, preset, torch_device)
     named = None
     if directions_file is not None:
         named = load_directions(directions_file, model.decoder.config.w_dim, model.decoder.num_ws)
