@@ -284,10 +284,11 @@ def test_invert_aligns_unaligned_photos(photos: Path, tmp_path: Path) -> None:
 
 
 def test_too_large_photo_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import triplanenet.io.images as images_module
     import triplanenet.preprocess.batch as batch_module
 
     Image.fromarray(np.zeros((100, 120, 3), dtype=np.uint8)).save(tmp_path / "big.png")
-    monkeypatch.setattr(batch_module, "MAX_PIXELS", 10_000)
+    monkeypatch.setattr(images_module, "MAX_PIXELS", 10_000)
     report = batch_module.preprocess_photos([tmp_path / "big.png"], tmp_path / "out")
     assert [o.status for o in report.outcomes] == ["too_large"]
     assert "big.png" in report.outcomes[0].message and "downscale" in report.outcomes[0].message

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image
 
+from triplanenet.errors import InputImageError
 from triplanenet.io.atomic import atomic_path, write_bytes_atomic
 
 
@@ -76,45 +80,79 @@ def image_grid(images: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(resized, axis=1)
 
 
-def load_image(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Read any PIL-readable image as a (3, H, W) float32 tensor in [-1, 1].
+MAX_PIXELS = 250_000_000
+"""Images with more pixels are refused (decoding alone would need gigabytes)."""
+
+
+class NotAnImageError(InputImageError):
+    """The file is not an image format PIL can read."""
+
+
+class CorruptImageError(InputImageError):
+    """The file looks like an image but cannot be decoded (truncated, damaged)."""
+
+
+class ImageTooLargeError(InputImageError):
+    """The image has more than :data:`MAX_PIXELS` pixels."""
+
+
+def read_image_array(path: str | os.PathLike[str] | BinaryIO) -> np.ndarray:
+    """Decode any PIL-readable image (a path or a binary file object) to (H, W, 3) float32 RGB in [0, 255], upright
+    by its EXIF orientation tag.
 
     Grayscale, palette, RGBA (composited on black), CMYK and 16-bit images are converted to 8-bit-range RGB.
 
     Raises:
-        InputImageError: the file is missing, not an image, or corrupt.
+        InputImageError: missing file or a folder; :class:`NotAnImageError` for a non-image,
+            :class:`CorruptImageError` for a truncated/damaged file, :class:`ImageTooLargeError` for a huge one.
     """
-    from PIL import UnidentifiedImageError
+    from PIL import ImageOps, UnidentifiedImageError
 
-    from triplanenet.errors import InputImageError
-
+    file: Path | BinaryIO = path if hasattr(path, "read") else Path(path)  # type: ignore[arg-type]
+    if isinstance(file, Path) and not file.exists():
+        raise InputImageError(f"{file}: file not found")
+    if isinstance(file, Path) and file.is_dir():
+        raise InputImageError(f"{file}: is a folder, not an image")
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # PIL refuses images over twice this (and only warns below)
     try:
-        with Image.open(path) as handle:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            handle = Image.open(file)
+        with handle:
             handle.load()
-            image = handle
+            image = ImageOps.exif_transpose(handle)
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array16 = np.asarray(image, dtype=np.float64)
                 scale = 65535.0 if array16.max() > 255 else 255.0
-                rgb = np.repeat((array16 / scale * 255.0)[..., None], 3, axis=2)
-                array = rgb.astype(np.float32)
-            elif image.mode == "F":
-                raise InputImageError(f"{path}: floating-point images are not supported; save it as 8-bit RGB")
-            else:
-                if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                    rgba = image.convert("RGBA")
-                    background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-                    image = Image.alpha_composite(background, rgba)
-                array = np.asarray(image.convert("RGB"), dtype=np.float32)
-    except FileNotFoundError:
-        raise InputImageError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise InputImageError(f"{path}: is a folder, not an image") from None
+                return np.repeat((array16 / scale * 255.0)[..., None], 3, axis=2).astype(np.float32)
+            if image.mode == "F":
+                raise InputImageError(f"{file}: floating-point images are not supported; save it as 8-bit RGB")
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+            return np.asarray(image.convert("RGB"), dtype=np.float32)
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(
+            f"{file}: too large (over {MAX_PIXELS / 1e6:g} megapixels); downscale it first"
+        ) from None
     except UnidentifiedImageError:
-        raise InputImageError(f"{path}: not a readable image (PNG, JPEG, ...)") from None
+        raise NotAnImageError(f"{file}: not a readable image (PNG, JPEG, ...)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputImageError(f"{path}: corrupt or truncated image ({exc})") from None
-    tensor = torch.from_numpy(array).permute(2, 0, 1).contiguous()
-    return tensor / 127.5 - 1.0
+        raise CorruptImageError(f"{file}: corrupt or truncated image ({exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def read_photo(path: str | os.PathLike[str] | BinaryIO) -> np.ndarray:
+    """:func:`read_image_array` as (H, W, 3) uint8 RGB (what face detection and alignment take)."""
+    return np.ascontiguousarray(np.clip(np.round(read_image_array(path)), 0, 255).astype(np.uint8))
+
+
+def load_image(path: str | os.PathLike[str] | BinaryIO) -> torch.Tensor:
+    """:func:`read_image_array` as a (3, H, W) float32 tensor in [-1, 1]."""
+    array = read_image_array(path)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 127.5 - 1.0
 
 
 def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +34,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from triplanenet.errors import CameraError, ConfigError, InputImageError, TriplaneNetError
+from triplanenet.errors import CameraError, ConfigError, TriplaneNetError
+from triplanenet.io.images import CorruptImageError, ImageTooLargeError, NotAnImageError, read_photo
 from triplanenet.preprocess import MIN_CONFIDENCE, PreprocessedFace
 from triplanenet.preprocess.align import align_face
 from triplanenet.preprocess.mtcnn import MTCNN, Face, NoFaceError, detect_faces, load_mtcnn
@@ -66,8 +66,6 @@ DEFAULT_MAX_DETECT_SIDE = 1024
 """Longest side of the copy MTCNN runs on; larger photos are downscaled for detection only."""
 DEFAULT_MIN_FACE_PX = 32
 """Narrowest face box (full-resolution pixels) that is aligned; smaller ones raise :class:`FaceTooSmallError`."""
-MAX_PIXELS = 250_000_000
-"""Photos with more pixels are refused (decoding alone would need gigabytes)."""
 
 CameraMode = Literal["official", "lookat"]
 PadMode = Literal["reflect", "edge", "constant"]
@@ -75,69 +73,6 @@ PadMode = Literal["reflect", "edge", "constant"]
 
 class FaceTooSmallError(NoFaceError):
     """Faces were found but all are too small to make a useful 512² crop."""
-
-
-class NotAnImageError(InputImageError):
-    """The file is not an image format PIL can read."""
-
-
-class CorruptImageError(InputImageError):
-    """The file looks like an image but cannot be decoded (truncated, damaged)."""
-
-
-class ImageTooLargeError(InputImageError):
-    """The image has more than :data:`MAX_PIXELS` pixels."""
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Reading
-
-
-def read_photo(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode a photo to (H, W, 3) uint8 RGB, upright according to its EXIF orientation tag.
-
-    Transparent images are composited on black (as :func:`triplanenet.io.images.load_image` does); 16-bit and
-    grayscale images are converted to 8-bit RGB.
-
-    Raises:
-        InputImageError: missing file or folder; :class:`NotAnImageError` for a non-image,
-            :class:`CorruptImageError` for a truncated/damaged file, :class:`ImageTooLargeError` for a huge one.
-    """
-    file = Path(path)
-    if not file.exists():
-        raise InputImageError(f"{file}: file not found")
-    if file.is_dir():
-        raise InputImageError(f"{file}: is a folder, not an image")
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # PIL refuses images over twice this (and only warns below)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            handle = Image.open(file)
-        with handle:
-            handle.load()
-            image = ImageOps.exif_transpose(handle)
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array16 = np.asarray(image, dtype=np.float64)
-                scale = 65535.0 if array16.max() > 255 else 255.0
-                gray = np.clip(np.round(array16 / scale * 255.0), 0, 255).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=2)
-            if image.mode == "F":
-                raise InputImageError(f"{file}: floating-point images are not supported; save it as 8-bit RGB")
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-            return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
-    except Image.DecompressionBombError:
-        raise ImageTooLargeError(
-            f"{file}: too large (over {MAX_PIXELS / 1e6:g} megapixels); downscale it first"
-        ) from None
-    except UnidentifiedImageError:
-        raise NotAnImageError(f"{file}: not a readable image (PNG, JPEG, ...)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise CorruptImageError(f"{file}: corrupt or truncated image ({exc})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -100,13 +100,10 @@ def _decode_upload(data: bytes) -> torch.Tensor:
         raise InputImageError("the upload is not a readable image: use a PNG or JPEG photo") from None
     if max(width, height) > MAX_IMAGE_SIDE or min(width, height) < 16:
         raise InputImageError(f"the image is {width}x{height}: use one between 16 and {MAX_IMAGE_SIDE} px per side")
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "upload"
-        path.write_bytes(data)
-        try:
-            return load_image(path)
-        except InputImageError:
-            raise InputImageError("the upload is not a readable image: use a PNG or JPEG photo") from None
+    try:
+        return load_image(io.BytesIO(data))
+    except InputImageError:
+        raise InputImageError("the upload is not a readable image: use a PNG or JPEG photo") from None
 
 
 def _to_uint8_array(image: torch.Tensor) -> np.ndarray:
