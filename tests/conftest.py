@@ -80,3 +80,20 @@ def fill_module(module: torch.nn.Module, seed: int = 1, prefix: str = "") -> Non
 @pytest.fixture(autouse=True)
 def _torch_determinism() -> None:
     torch.manual_seed(0)
+
+
+def _mtcnn_available() -> bool:
+    from triplanenet.errors import CheckpointError
+    from triplanenet.preprocess.mtcnn import find_mtcnn_weights
+
+    try:
+        find_mtcnn_weights()
+    except CheckpointError:
+        return False
+    return True
+
+
+needs_mtcnn = pytest.mark.skipif(
+    not _mtcnn_available(), reason="MTCNN weights missing: pip install --no-deps facenet-pytorch==2.6.0"
+)
+"""Skip marker for tests that run face detection (MTCNN weights come from the facenet-pytorch wheel)."""

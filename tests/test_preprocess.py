@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import needs_mtcnn
 from triplanenet.eg3d.camera import camera_label, label_to_yaw_pitch, mirror_label, validate_label
 from triplanenet.errors import CheckpointError, InputImageError, TriplaneNetError
 from triplanenet.preprocess import (
@@ -36,19 +37,6 @@ from triplanenet.preprocess.mtcnn import find_mtcnn_weights, load_mtcnn, to_rgb_
 from triplanenet.preprocess.pose import POSE_TEMPLATE, camera_from_face_pose, project_template
 
 skimage_data = pytest.importorskip("skimage.data")
-
-
-def _mtcnn_available() -> bool:
-    try:
-        find_mtcnn_weights()
-    except CheckpointError:
-        return False
-    return True
-
-
-needs_mtcnn = pytest.mark.skipif(
-    not _mtcnn_available(), reason="MTCNN weights missing: pip install --no-deps facenet-pytorch==2.6.0"
-)
 
 
 @pytest.fixture(scope="module")

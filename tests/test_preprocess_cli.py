@@ -15,27 +15,17 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import needs_mtcnn
 from triplanenet.cli.main import app
 from triplanenet.eg3d.camera import camera_label
 from triplanenet.errors import CameraError
 from triplanenet.io.cameras import read_dataset_json, read_label_json, write_dataset_json
-from triplanenet.preprocess.mtcnn import find_mtcnn_weights
 
 skimage_data = pytest.importorskip("skimage.data")
 runner = CliRunner()
 
 
-def _mtcnn_available() -> bool:
-    try:
-        find_mtcnn_weights()
-    except Exception:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(
-    not _mtcnn_available(), reason="MTCNN weights missing: pip install --no-deps facenet-pytorch==2.6.0"
-)
+pytestmark = needs_mtcnn
 
 
 def _run(*args: str):

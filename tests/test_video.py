@@ -11,26 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from conftest import needs_mtcnn
 from triplanenet.cli.main import app
 from triplanenet.errors import ConfigError
 from triplanenet.io.video import write_mp4
-from triplanenet.preprocess.mtcnn import NoFaceError, find_mtcnn_weights
+from triplanenet.preprocess.mtcnn import NoFaceError
 from triplanenet.preprocess.video import prepare_video, smooth_track
 
 runner = CliRunner()
-
-
-def _mtcnn_available() -> bool:
-    try:
-        find_mtcnn_weights()
-    except Exception:
-        return False
-    return True
-
-
-needs_mtcnn = pytest.mark.skipif(
-    not _mtcnn_available(), reason="MTCNN weights missing: pip install --no-deps facenet-pytorch==2.6.0"
-)
 
 
 # ------------------------------------------------------------------------------------------------------------
