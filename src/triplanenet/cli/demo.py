@@ -32,6 +32,6 @@ def demo(
         f"in {result.seconds:.1f} s"
     )
     console.print(
-        "Your own photo with the official FFHQ weights: triplanenet invert photo.png --cameras dataset.json "
-        "--checkpoint triplanenet_final.pth --generator ffhq512-128.pth --mesh --video"
+        "Your own photo (face found, aligned and posed automatically) with the official FFHQ weights: "
+        "triplanenet invert photo.jpg --checkpoint triplanenet_final.pth --generator ffhq512-128.pth --mesh --video"
     )
