@@ -319,3 +319,37 @@ def test_method_options_from_the_command_line() -> None:
         parse_method_options(["w+-opt"], None, ["pti:steps=3"])
     with pytest.raises(ConfigError):
         parse_method_options(["w+-opt"], None, ["steps=3"])
+
+
+def test_bad_ground_truth_and_reference_files_give_clear_errors(tmp_path: Path) -> None:
+    import json
+
+    from triplanenet.errors import CheckpointError, TriplaneNetError
+    from triplanenet.eval.protocol import folder_set, read_reference_landmarks
+    from triplanenet.synth.dataset import build_synth_dataset, read_ground_truth
+
+    folder = build_synth_dataset(tmp_path / "world", identities=1, views=1, resolution=32, seed=5)
+    truth = folder / "ground_truth.pt"
+    good = truth.read_bytes()
+    truth.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="unreadable ground truth"):
+        folder_set(folder, resolution=64)
+    torch.save({"names": []}, truth)
+    with pytest.raises(CheckpointError, match="not a ground-truth file"):
+        read_ground_truth(truth)
+    with pytest.raises(CheckpointError, match="file not found"):
+        read_ground_truth(tmp_path / "missing.pt")
+
+    meta = tmp_path / "ref.json"
+    for content, message in (
+        ("{not json", "unreadable reference landmarks"),
+        (json.dumps({"landmarks_3d": [[0, 0, 0]] * 5}), "unreadable reference landmarks"),
+        (json.dumps({"landmarks_3d": [[0, 0]] * 5, "landmarks_2d": [[0, 0]] * 5}), "must be 5x3"),
+        (json.dumps({"landmarks_3d": [[0, 0, float("nan")]] * 5, "landmarks_2d": [[0, 0]] * 5}), "NaN"),
+    ):
+        meta.write_text(content)
+        with pytest.raises(TriplaneNetError, match=message):
+            read_reference_landmarks(meta)
+    meta.write_text(json.dumps({"landmarks_3d": [[0, 0, 1]] * 5, "landmarks_2d": [[1, 2]] * 5}))
+    landmarks_3d, landmarks_2d = read_reference_landmarks(meta)
+    assert landmarks_3d.shape == (5, 3) and landmarks_2d.shape == (5, 2)

@@ -34,8 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from triplanenet.errors import CheckpointError, ConfigError
+from triplanenet.errors import CheckpointError, ConfigError, TriplaneNetError
 from triplanenet.eval.metrics import depth_error, ms_ssim, mse
+from triplanenet.synth.dataset import GROUND_TRUTH, read_ground_truth
 
 PAPER_NOVEL_YAWS: tuple[float, ...] = (-0.8, -0.4, 0.0, 0.4, 0.8)
 """Novel-view yaws (radians) of the identity-at-novel-views protocol."""
@@ -98,6 +99,30 @@ def synthetic_heads(heads: int, resolution: int, seed: int | None = None) -> tup
     return EvalSet(f"synthetic ({heads} held-out procedural heads, seed {seed}, {resolution}²)", items), truth
 
 
+def read_reference_landmarks(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``{"landmarks_3d": 5×3, "landmarks_2d": 5×2}`` of a reference mesh -> float64 arrays (5, 3), (5, 2).
+
+    Raises:
+        TriplaneNetError: unreadable JSON, missing keys, wrong shapes or non-finite values.
+    """
+    try:
+        meta = json.loads(path.read_text())
+        landmarks_3d = np.asarray(meta["landmarks_3d"], dtype=np.float64)
+        landmarks_2d = np.asarray(meta["landmarks_2d"], dtype=np.float64)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise TriplaneNetError(
+            f"{path}: unreadable reference landmarks ({type(exc).__name__}: {exc}); expected "
+            '{"landmarks_3d": 5x3 numbers, "landmarks_2d": 5x2 numbers}'
+        ) from None
+    if landmarks_3d.shape != (5, 3) or landmarks_2d.shape != (5, 2):
+        raise TriplaneNetError(
+            f"{path}: landmarks_3d must be 5x3 and landmarks_2d 5x2, got {landmarks_3d.shape} and {landmarks_2d.shape}"
+        )
+    if not (np.isfinite(landmarks_3d).all() and np.isfinite(landmarks_2d).all()):
+        raise TriplaneNetError(f"{path}: the reference landmarks contain NaN or infinite values")
+    return landmarks_3d, landmarks_2d
+
+
 def folder_set(root: str | Path, resolution: int, limit: int | None = None) -> EvalSet:
     """Images of an official-layout folder (sorted by name), with ground truth when the folder has it."""
     from triplanenet.data import FaceDataset
@@ -106,8 +131,8 @@ def folder_set(root: str | Path, resolution: int, limit: int | None = None) -> E
     folder = Path(root)
     dataset = FaceDataset(folder, resolution=resolution, split="all")
     truth = None
-    if (folder / "ground_truth.pt").is_file():
-        truth = torch.load(folder / "ground_truth.pt", map_location="cpu", weights_only=True)
+    if (folder / GROUND_TRUTH).is_file():
+        truth = read_ground_truth(folder / GROUND_TRUTH)
     by_name = {Path(n).stem: i for i, n in enumerate(truth["names"])} if truth else {}
     count = len(dataset) if limit is None else min(limit, len(dataset))
     items = []
@@ -124,14 +149,14 @@ def folder_set(root: str | Path, resolution: int, limit: int | None = None) -> E
         refs = folder / "references"
         mesh = next((p for p in (refs / f"{stem}.ply", refs / f"{stem}.obj") if p.is_file()), None)
         if mesh is not None and (refs / f"{stem}.json").is_file():
-            meta = json.loads((refs / f"{stem}.json").read_text())
+            landmarks_3d, landmarks_2d = read_reference_landmarks(refs / f"{stem}.json")
             item.reference_mesh = mesh
-            item.landmarks_3d = np.asarray(meta["landmarks_3d"], dtype=np.float64)
+            item.landmarks_3d = landmarks_3d
             from PIL import Image
 
             with Image.open(folder / dataset.files[index]) as original:
                 width = original.size[0]
-            item.landmarks_2d = torch.tensor(meta["landmarks_2d"], dtype=torch.float32) * (resolution / width)
+            item.landmarks_2d = torch.from_numpy(landmarks_2d).float() * (resolution / width)
         items.append(item)
     dataset.close()
     return EvalSet(f"{folder} ({count} images)", items)

@@ -93,12 +93,36 @@ def build_synth_dataset(
     return folder
 
 
+GROUND_TRUTH_KEYS = ("names", "identity", "params", "cameras", "depth", "mask", "landmarks_2d")
+
+
+def read_ground_truth(path: str | Path) -> dict:
+    """The ``ground_truth.pt`` dictionary written by :func:`build_synth_dataset` (read with ``weights_only=True``).
+
+    Raises:
+        CheckpointError: missing, corrupt, or not a ground-truth file (keys missing).
+    """
+    from triplanenet.errors import CheckpointError
+
+    file = Path(path)
+    try:
+        truth = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{file}: file not found") from None
+    except Exception as exc:  # corrupt zip, pickle refused by weights_only, truncated file, ...
+        raise CheckpointError(f"{file}: unreadable ground truth ({type(exc).__name__}); rebuild the world") from None
+    missing = [key for key in GROUND_TRUTH_KEYS if not isinstance(truth, dict) or key not in truth]
+    if missing:
+        raise CheckpointError(f"{file}: not a ground-truth file (missing {', '.join(missing)}); rebuild the world")
+    return truth
+
+
 def load_synth_world(folder: str | Path) -> SynthWorld:
     """Images and ground truth of a folder written by :func:`build_synth_dataset`."""
     from triplanenet.io.images import load_image
 
     folder = Path(folder)
-    truth = torch.load(folder / GROUND_TRUTH, map_location="cpu", weights_only=True)
+    truth = read_ground_truth(folder / GROUND_TRUTH)
     images = torch.stack([load_image(folder / name) for name in truth["names"]])
     return SynthWorld(
         images=images,
