@@ -340,21 +340,16 @@ def average_distance(
 
     if direction == "reference_to_predicted":
         distances = one_way(reference_mesh, aligned)
+        mean_distance = distances.mean()
     elif direction == "predicted_to_reference":
         distances = one_way(aligned, reference_mesh)
-    else:
+        mean_distance = distances.mean()
+    else:  # symmetric: the mean of the two one-way means (not of the pooled points)
         forward, backward = one_way(reference_mesh, aligned), one_way(aligned, reference_mesh)
         distances = np.concatenate([forward, backward])
-        return GeometryResult(
-            ad=float((forward.mean() + backward.mean()) / 2 / iod),
-            median=float(np.median(distances) / iod),
-            points=len(distances),
-            inter_ocular=iod,
-            landmark_rmse=float(np.sqrt((residual**2).sum(axis=1).mean()) / iod),
-            scale=scale,
-        )
+        mean_distance = (forward.mean() + backward.mean()) / 2
     return GeometryResult(
-        ad=float(distances.mean() / iod),
+        ad=float(mean_distance / iod),
         median=float(np.median(distances) / iod),
         points=len(distances),
         inter_ocular=iod,
