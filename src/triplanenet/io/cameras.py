@@ -397,6 +397,19 @@ def lookup_camera(
     )
 
 
+def default_camera_files(image_path: str | os.PathLike[str]) -> tuple[Path, Path, Path, Path, Path]:
+    """Where :func:`camera_for_image` looks without a camera file, in order: ``<image>.json``, ``<image stem>.json``,
+    ``dataset.json`` in the image's folder, then in its parent, ``cameras.json`` in the image's folder."""
+    image = Path(image_path)
+    return (
+        image.with_name(image.name + ".json"),
+        image.with_suffix(".json"),
+        image.parent / "dataset.json",
+        image.parent.parent / "dataset.json",
+        image.parent / "cameras.json",
+    )
+
+
 def camera_for_image(
     image_path: str | os.PathLike[str],
     camera_file: str | os.PathLike[str] | None = None,
@@ -415,16 +428,14 @@ def camera_for_image(
         if single:
             return next(iter(table.values()))
         return lookup_camera(table, image, root=root if root is not None else path.parent, source=str(path))
-    sidecars = [image.with_name(image.name + ".json"), image.with_suffix(".json")]
-    for side in sidecars:
+    sidecar, stem_sidecar, dataset_here, dataset_above, itw = default_camera_files(image)
+    for side in (sidecar, stem_sidecar):
         if side.is_file():
             return read_label_json(side)
-    for folder in (image.parent, image.parent.parent):
-        table_path = folder / "dataset.json"
+    for table_path in (dataset_here, dataset_above):
         if table_path.is_file():
             table = read_dataset_json(table_path)
-            return lookup_camera(table, image, root=folder, source=str(table_path))
-    itw = image.parent / "cameras.json"
+            return lookup_camera(table, image, root=table_path.parent, source=str(table_path))
     if itw.is_file():
         return lookup_camera(read_cameras_json(itw), image, root=image.parent, source=str(itw))
     raise CameraError(

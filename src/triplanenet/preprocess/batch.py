@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from triplanenet.errors import CameraError, ConfigError, TriplaneNetError
+from triplanenet.io.cameras import default_camera_files
 from triplanenet.io.images import CorruptImageError, ImageTooLargeError, NotAnImageError, read_photo
 from triplanenet.preprocess import MIN_CONFIDENCE, PreprocessedFace
 from triplanenet.preprocess.align import align_face
@@ -177,20 +178,9 @@ def read_deep3d_mat(path: str | os.PathLike[str], camera: CameraMode = "official
 
 
 def has_camera_source(image_path: str | os.PathLike[str]) -> bool:
-    """Whether :func:`~triplanenet.io.cameras.camera_for_image` would find a camera file for the image on its own.
-
-    Mirrors its look-up order: ``<image>.json``, ``<image stem>.json``, ``dataset.json`` in the image's folder or
-    its parent, ``cameras.json`` in the image's folder.
-    """
-    image = Path(image_path)
-    candidates = [
-        image.with_name(image.name + ".json"),
-        image.with_suffix(".json"),
-        image.parent / "dataset.json",
-        image.parent.parent / "dataset.json",
-        image.parent / "cameras.json",
-    ]
-    return any(path.is_file() for path in candidates)
+    """Whether :func:`~triplanenet.io.cameras.camera_for_image` would find a camera file for the image on its own
+    (any of :func:`~triplanenet.io.cameras.default_camera_files` exists)."""
+    return any(path.is_file() for path in default_camera_files(image_path))
 
 
 # ------------------------------------------------------------------------------------------------------------
