@@ -1,26 +1,50 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark of issue 10 in one device call (the device budget is ~15 minutes per session).
+# Every GPU check and benchmark of issue 10 in one device call (the device budget is ~15 minutes per session,
+# machine start-up included), ordered by importance: whatever a step leaves behind survives a later timeout.
 #
-# On the CPU machine, once, before the call (the GPU machine has no network):
-#   mkdir -p .cache/official/triplanenet
-#   git --git-dir <path printed by the fetch tool for anantarb/triplanenet> archive HEAD | tar -x -C .cache/official/triplanenet
+# On the CPU machine, once, before the call (the GPU machine has no network; the mirror lacks docs/teaser.gif, so
+# export everything but docs/):
+#   G=<git dir printed by the fetch tool for anantarb/triplanenet>; mkdir -p .cache/official/triplanenet
+#   git --git-dir $G archive HEAD $(git --git-dir $G ls-tree --name-only HEAD | grep -vx 'docs\|.gitmodules') \
+#       | tar -x -C .cache/official/triplanenet
 # Then one device call, carrying that folder (it is gitignored):
-#   run(command="bash benchmarks/gpu_session.sh", carry=[".cache/official"], timeout_s=560)
-# Results land in $OUT (the device tool's folder; outputs/gpu elsewhere): env.txt, parity.txt, bench/, side/.
-# Uses the machine's own python3 (PyTorch with CUDA) and this checkout's sources; installs nothing.
+#   run(command="bash benchmarks/gpu_session.sh", carry=[".cache/official"], timeout_s=420)
+# Results land in $OUT (the device tool's folder; outputs/gpu elsewhere): env.txt, parity.txt, side/, bench/,
+# compile/, and a log per step. Uses the machine's own python3 (PyTorch with CUDA) and this checkout's sources.
+#
+# Rehearsal on a CPU (checks that every step runs, at tiny sizes, in about ten minutes on 2 cores):
+#   SMOKE=1 PY=.venv/bin/python bash benchmarks/gpu_session.sh
 set -uo pipefail
 OUT=${OUT:-outputs/gpu}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
+SMOKE=${SMOKE:-0}
 step() { echo "== $1 ($(date +%T))"; }
 
-step environment
-{ nvidia-smi; $PY -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"; } \
-    > "$OUT/env.txt" 2>&1
+if [ "$SMOKE" = 1 ]; then
+    DEVICE=cpu
+    SIDE_ARGS=(--batch-sizes 1 --train-batch-sizes 1 --repeats 1 --warmup 1 --depth-samples 8
+        --train-depth-samples 4 --workloads psp,inversion,train_step --fast-modes bf16)
+    BENCH_ARGS=(--preset tiny --batch-sizes 1,2 --repeats 2 --modes fp32,bf16,channels_last)
+    COMPILE_ARGS=(--preset tiny --batch-sizes 1 --repeats 2 --modes fp32,compile --workloads render)
+else
+    DEVICE=cuda
+    SIDE_ARGS=(--batch-sizes 1,8,32 --train-batch-sizes 1,3 --repeats 5 --warmup 2 --train-amp
+        --fast-modes bf16,fp16,bf16+cuda_graphs,fp16+cuda_graphs)
+    BENCH_ARGS=(--preset ffhq --batch-sizes 1,8,32 --repeats 5 --workloads encode,render,invert
+        --modes fp32,bf16,fp16,channels_last,cuda_graphs,bf16+cuda_graphs,fp16+cuda_graphs)
+    COMPILE_ARGS=(--preset ffhq --batch-sizes 1 --repeats 5 --workloads invert --modes fp32,compile,bf16+compile)
+fi
 
-step "CPU vs CUDA parity of the full TriPlaneNet forward (bundled model, fp32)"
-timeout 120 $PY - > "$OUT/parity.txt" 2>&1 <<'PYEOF'
+step environment
+{ nvidia-smi; $PY -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.is_available())"; } \
+    > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt" | tail -n 3
+
+if [ "$DEVICE" = cuda ]; then
+    step "CPU vs CUDA parity of the full TriPlaneNet forward (bundled model, fp32, TF32 off)"
+    timeout 60 $PY - > "$OUT/parity.txt" 2>&1 <<'PYEOF'
 import torch
 from triplanenet.demo import load_default_model
 from triplanenet.eg3d.camera import camera_label
@@ -35,17 +59,25 @@ b = gpu(x.cuda(), c.cuda(), deterministic=True)
 for name in ("ws", "offsets", "image", "depth"):
     print(name, "max |d| cpu vs cuda:", (getattr(a, name) - getattr(b, name).cpu()).abs().max().item())
 PYEOF
-cat "$OUT/parity.txt"
+    cat "$OUT/parity.txt"
+fi
 
-step "benchmark suite at FFHQ size (ours, every fast mode)"
-timeout 240 $PY -m triplanenet.cli.main bench --preset ffhq --device cuda --batch-sizes 1,8,32 --repeats 10 \
-    --modes fp32,bf16,fp16,compile,cuda_graphs,bf16+cuda_graphs --out "$OUT/bench" 2>&1 | tail -n 60
-
-step "same-process side-by-side with the official code"
+step "same-process side-by-side with the official code (inversion, fast modes, training step)"
 if [ -d .cache/official/triplanenet ]; then
-    timeout 180 $PY benchmarks/official_side_by_side.py --official .cache/official/triplanenet --device cuda \
-        --batch-sizes 1,8,32 --repeats 10 --out "$OUT/side" 2>&1 | tail -n 40
+    timeout 200 $PY benchmarks/official_side_by_side.py --official .cache/official/triplanenet --device $DEVICE \
+        "${SIDE_ARGS[@]}" --out "$OUT/side" > "$OUT/side.log" 2>&1
+    echo "exit $?"; cat "$OUT/side/side_by_side.md" 2>/dev/null || tail -n 20 "$OUT/side.log"
 else
     echo "no .cache/official/triplanenet: carry an export of anantarb/triplanenet (see the top of this script)"
 fi
+
+step "benchmark suite (ours, every fast mode but compile)"
+timeout 120 $PY -m triplanenet.cli.main bench --device $DEVICE "${BENCH_ARGS[@]}" --out "$OUT/bench" \
+    > "$OUT/bench.log" 2>&1
+echo "exit $?"; cat "$OUT/bench/bench.md" 2>/dev/null || tail -n 30 "$OUT/bench.log"
+
+step "torch.compile (ours; first call is the compile time)"
+timeout 90 $PY -m triplanenet.cli.main bench --device $DEVICE "${COMPILE_ARGS[@]}" --out "$OUT/compile" \
+    > "$OUT/compile.log" 2>&1
+echo "exit $?"; cat "$OUT/compile/bench.md" 2>/dev/null || tail -n 30 "$OUT/compile.log"
 step done

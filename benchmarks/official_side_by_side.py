@@ -10,8 +10,17 @@ Both models get the same random weights (ours are built with a fixed seed and co
 state-dict key, which also checks that the key names still match) and the same inputs. Every round calls ours, then the
 official code, for each workload; medians and IQRs over rounds, ``torch.cuda.synchronize`` around each call, peak CUDA
 memory per call. Workloads: EG3D ``synthesis`` (512², 48+48 samples), pSp encoder, tri-plane encoder, full inversion
-(``forward`` with resize, ``--depth-samples`` per ray as the official inference script: 96). The encoders are
-deterministic, so their outputs are compared too (max |Δ|); rendering in the official code is stochastic.
+(``forward`` with resize, ``--depth-samples`` per ray as the official inference script: 96) and ``train_step``: one
+optimisation step of both encoders as the official v1 coach does it (forward with ``return_yhat_psp``, the pSp loss
+backward and Adam step, then the tri-plane loss backward and Adam step; ``--train-depth-samples`` per ray, 48 as in
+training) against one step of our ``Trainer`` with the same losses (L2 only on both sides: the LPIPS and identity
+networks are left out of both, and no mirror loss, as in v1). The encoders are deterministic, so their outputs are
+compared too (max |Δ|); rendering in the official code is stochastic.
+
+``--fast-modes bf16,fp16,bf16+cuda_graphs,...`` adds an ``inversion`` row per mode: ours under that
+:class:`~triplanenet.perf.InferenceSettings` against the official code in fp32, with the accuracy of the mode against
+our own fp32 inversion (deterministic rendering on both, max |Δ| and PSNR of the 512² image). ``--train-amp`` adds a
+``train_step`` row with our trainer's bf16 autocast (CUDA only; the official coach has no mixed precision).
 
 No files of the official code are imported until ``--official`` is given. ``requests`` (only used by ``dnnlib`` for
 downloads) is replaced by an empty stub module when it is not installed. On the CPU, rosinality's fused StyleGAN2 ops
@@ -22,6 +31,8 @@ that fails if called.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import importlib
 import json
 import statistics
@@ -33,14 +44,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from triplanenet.bench import _cpu_model
+from triplanenet.bench import _cpu_model, image_accuracy, make_trainer_step
 from triplanenet.eg3d.camera import camera_label
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
 from triplanenet.io.atomic import write_text_atomic
 from triplanenet.model import TriPlaneNet, TriPlaneNetConfig
+from triplanenet.perf import FastRunner, InferenceSettings, apply_fast_mode
 
 OFFICIAL_SR_MODULE = "models.eg3d.superresolution.SuperresolutionHybrid8XDC"
 
@@ -142,6 +155,136 @@ def _tensor(value: Any) -> torch.Tensor:
     return value
 
 
+def official_train_step(
+    theirs: nn.Module, x: torch.Tensor, cams: torch.Tensor, depth: int, lr: float = 1e-4
+) -> Callable[[], None]:
+    """One step of the official v1 coach's loop on a copy of ``theirs`` (L2 losses only, Adam on both encoders)."""
+    net = copy.deepcopy(theirs)
+    net.decoder.rendering_kwargs.update(depth_resolution=depth, depth_resolution_importance=depth)
+    net.psp_encoder.requires_grad_(True)
+    net.triplanenet_encoder.requires_grad_(True)
+    opt_psp = torch.optim.Adam(net.psp_encoder.parameters(), lr=lr)
+    opt_triplane = torch.optim.Adam(net.triplanenet_encoder.parameters(), lr=lr)
+
+    def step() -> None:
+        net.train()
+        opt_psp.zero_grad()
+        opt_triplane.zero_grad()
+        y_hat, y_hat_psp = net.forward(x, camera_params=cams, resize=True, return_yhat_psp=True)
+        F.mse_loss(y_hat_psp, x).backward()
+        opt_psp.step()
+        opt_psp.zero_grad()
+        F.mse_loss(y_hat, x).backward()
+        opt_triplane.step()
+        opt_triplane.zero_grad()
+
+    return step
+
+
+def fast_inversion(model: TriPlaneNet, mode: str, device: torch.device) -> Callable[..., torch.Tensor]:
+    """Our deterministic inversion ``(x, cams) -> 512² image`` under a fast mode (models changed in place by
+    channels-last or compile are copies)."""
+    settings = InferenceSettings.from_mode(mode)
+    if settings.channels_last or settings.compile:
+        model = apply_fast_mode(copy.deepcopy(model), dataclasses.replace(settings, cuda_graphs=False))
+    return FastRunner(lambda x, c: model(x, c, deterministic=True).image, settings, device)
+
+
+def _failure(exc: BaseException) -> str:
+    """A short reason for a row that could not be measured (out of memory is the expected one at large batches)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return "out of memory"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"[:200]
+
+
+def time_side(
+    fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int, grad: bool
+) -> tuple[list[float], int, Any, str | None]:
+    """Warm-up calls then ``repeats`` timed calls of one side. Returns (seconds, peak bytes, last warm-up output,
+    failure reason or None). A failure (e.g. CUDA out of memory) is caught so the other rows still run."""
+    times: list[float] = []
+    peak, output = 0, None
+    try:
+        with torch.set_grad_enabled(grad):
+            for _ in range(warmup):
+                output = _call(fn, device)[2]
+            for _ in range(repeats):
+                seconds, used, _ = _call(fn, device)
+                times.append(seconds)
+                peak = max(peak, used)
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return times, peak, None, _failure(exc)
+    return times, peak, output, None
+
+
+def time_pair(
+    fn_ours: Callable[[], Any],
+    fn_theirs: Callable[[], Any],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    grad: bool,
+) -> dict[str, tuple[list[float], int, Any, str | None]]:
+    """Both sides; interleaved round by round (ours, official) when both run, so drifts hit both alike."""
+    results: dict[str, tuple[list[float], int, Any, str | None]] = {}
+    warm = {"ours": fn_ours, "official": fn_theirs}
+    for who, fn in warm.items():  # warm-up (and failure check) of each side first
+        results[who] = time_side(fn, device, warmup, 0, grad)
+    for _ in range(repeats):
+        for who, fn in warm.items():
+            times, peak, output, failed = results[who]
+            if failed:
+                continue
+            more, used, _, failed = time_side(fn, device, 0, 1, grad)
+            results[who] = (times + more, max(peak, used), output, failed)
+    return results
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def report_markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The side-by-side table (one line per workload × mode × batch)."""
+    lines = [
+        f"{meta['device_name']} ({meta['device']}), torch {meta['torch']}, {meta['threads']} threads, random weights "
+        f"at FFHQ sizes, inversion with {meta['depth_samples_inversion']}+{meta['depth_samples_inversion']} samples, "
+        f"training step with {meta['depth_samples_training']}+{meta['depth_samples_training']}, medians of "
+        f"{meta['repeats']} interleaved rounds. The official code always runs in fp32; `mode` is ours. max |Δ| is ours "
+        "vs official for the encoders and ours vs our fp32 for fast modes.",
+        "",
+        "| workload | mode | batch | ours s | official s | speed-up | ours images/s | official images/s "
+        "| ours peak MiB | official peak MiB | max \\|Δ\\| | PSNR dB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def num(value: float | None, fmt: str, failed: str | None) -> str:
+        return failed if value is None and failed else "–" if value is None else format(value, fmt)
+
+    for r in rows:
+        speedup = "–" if r["speedup"] is None else f"{r['speedup']:.2f}×"
+        lines.append(
+            f"| {r['workload']} | {r['mode']} | {r['batch']} | {num(r['ours_s'], '.4f', r['ours_failed'])} | "
+            f"{num(r['official_s'], '.4f', r['official_failed'])} | {speedup} | "
+            f"{num(r['ours_images_per_s'], '.2f', None)} | {num(r['official_images_per_s'], '.2f', None)} | "
+            f"{r['ours_peak_bytes'] / 2**20:.0f} | {r['official_peak_bytes'] / 2**20:.0f} | "
+            f"{num(r['max_abs_diff'], '.2g', None)} | {num(r['psnr_db'], '.1f', None)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Write ``side_by_side.json`` and ``.md`` atomically (called after every row, so a killed run keeps its rows)."""
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = report_markdown(meta, rows)
+    write_text_atomic(out / "side_by_side.json", json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    write_text_atomic(out / "side_by_side.md", markdown)
+    return markdown
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", type=Path, required=True, help="path of a TriPlaneNet checkout")
@@ -151,7 +294,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--depth-samples", type=int, default=96, help="coarse = fine samples for the inversion")
-    parser.add_argument("--workloads", default="synthesis,psp,triplane_encoder,inversion")
+    parser.add_argument("--workloads", default="synthesis,psp,triplane_encoder,inversion,train_step")
+    parser.add_argument("--train-depth-samples", type=int, default=48, help="coarse = fine samples while training")
+    parser.add_argument("--fast-modes", default="", help="comma-separated fast modes of ours for extra inversion rows")
+    parser.add_argument("--train-amp", action="store_true", help="add a train_step row with our bf16 AMP (CUDA)")
+    parser.add_argument("--train-batch-sizes", default=None, help="batch sizes of train_step (default: --batch-sizes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outputs/side_by_side"))
     args = parser.parse_args()
@@ -162,8 +309,27 @@ def main() -> None:
     ours = build_ours(device, args.depth_samples, args.seed)
     theirs = build_official(official, ours, device, args.depth_samples)
     synth_kwargs = {"depth_resolution": 48, "depth_resolution_importance": 48}
+    meta = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "official": str(args.official),
+        "depth_samples_inversion": args.depth_samples,
+        "depth_samples_training": args.train_depth_samples,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "fast_modes": [m for m in args.fast_modes.split(",") if m],
+    }
+    names = [n for n in args.workloads.split(",") if n]
+    known = ("synthesis", "psp", "triplane_encoder", "inversion", "train_step")
+    for name in names:
+        if name not in known:
+            raise SystemExit(f"unknown workload {name!r}; choose from {', '.join(known)}")
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    train_batch_sizes = [int(b) for b in (args.train_batch_sizes or args.batch_sizes).split(",")]
     rows: list[dict[str, Any]] = []
-    for batch in (int(b) for b in args.batch_sizes.split(",")):
+    for batch in sorted(set(batch_sizes) | set(train_batch_sizes)):
         gen = torch.Generator().manual_seed(args.seed + batch)
         x = (torch.rand(batch, 3, 256, 256, generator=gen) * 2 - 1).to(device)
         x6 = (torch.rand(batch, 6, 256, 256, generator=gen) * 2 - 1).to(device)
@@ -198,63 +364,60 @@ def main() -> None:
             ),
             "inversion": (lambda x=x, c=cams: ours(x, c).image, lambda x=x, c=cams: theirs(x, c)),
         }
-        for name in args.workloads.split(","):
-            fn_ours, fn_theirs = workloads[name]
-            with torch.no_grad():
-                for _ in range(args.warmup):
-                    out_ours, out_theirs = _call(fn_ours, device)[2], _call(fn_theirs, device)[2]
-                times: dict[str, list[float]] = {"ours": [], "official": []}
-                peaks = {"ours": 0, "official": 0}
-                for _ in range(args.repeats):
-                    for who, fn in (("ours", fn_ours), ("official", fn_theirs)):
-                        seconds, peak, _ = _call(fn, device)
-                        times[who].append(seconds)
-                        peaks[who] = max(peaks[who], peak)
-            max_diff = None
-            if args.warmup and name in ("psp", "triplane_encoder"):
-                max_diff = float((_tensor(out_ours).float() - _tensor(out_theirs).float()).abs().max())
-            med_ours, med_theirs = statistics.median(times["ours"]), statistics.median(times["official"])
-            row = {
-                "workload": name,
-                "batch": batch,
-                "ours_s": med_ours,
-                "official_s": med_theirs,
-                "speedup": med_theirs / med_ours,
-                "ours_peak_bytes": peaks["ours"],
-                "official_peak_bytes": peaks["official"],
-                "encoder_max_abs_diff": max_diff,
-            }
-            rows.append(row)
-            print(json.dumps(row))
-    meta = {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "official": str(args.official),
-        "depth_samples_inversion": args.depth_samples,
-        "repeats": args.repeats,
-        "warmup": args.warmup,
-    }
-    lines = [
-        f"{meta['device_name']} ({device}), torch {torch.__version__}, {meta['threads']} threads, fp32, random weights "
-        f"at FFHQ sizes, inversion with {args.depth_samples}+{args.depth_samples} samples, medians of "
-        f"{args.repeats} interleaved rounds.",
-        "",
-        "| workload | batch | ours s | official s | speed-up | ours peak MiB | official peak MiB "
-        "| encoder max \\|Δ\\| |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        diff = "–" if r["encoder_max_abs_diff"] is None else f"{r['encoder_max_abs_diff']:.2g}"
-        lines.append(
-            f"| {r['workload']} | {r['batch']} | {r['ours_s']:.4f} | {r['official_s']:.4f} | {r['speedup']:.2f}× | "
-            f"{r['ours_peak_bytes'] / 2**20:.0f} | {r['official_peak_bytes'] / 2**20:.0f} | {diff} |"
-        )
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "side_by_side.json", json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
-    write_text_atomic(args.out / "side_by_side.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+        reference: torch.Tensor | None = None
+        for name in names:
+            if batch not in (train_batch_sizes if name == "train_step" else batch_sizes):
+                continue
+            # (mode, ours, official, grad); the official side always runs in fp32.
+            cases: list[tuple[str, Callable[[], Any], Callable[[], Any], bool]] = []
+            if name == "train_step":
+                train_theirs = official_train_step(theirs, x, cams, args.train_depth_samples)
+                for amp in (False, True) if args.train_amp and device.type == "cuda" else (False,):
+                    train_ours = make_trainer_step(
+                        ours, batch, device, args.seed, mirror=False, amp=amp, depth_samples=args.train_depth_samples
+                    )
+                    cases.append(("bf16-amp" if amp else "fp32", train_ours, train_theirs, True))
+            else:
+                cases.append(("fp32", *workloads[name], False))
+            if name == "inversion":
+                for mode in meta["fast_modes"]:
+                    runner = fast_inversion(ours, mode, device)
+                    cases.append((mode, lambda r=runner, x=x, c=cams: r(x, c), workloads[name][1], False))
+            for mode, fn_ours, fn_theirs, grad in cases:
+                result = time_pair(fn_ours, fn_theirs, device, args.warmup, args.repeats, grad)
+                (t_ours, p_ours, out_ours, f_ours), (t_theirs, p_theirs, out_theirs, f_theirs) = (
+                    result["ours"],
+                    result["official"],
+                )
+                max_diff, psnr = None, None
+                if out_ours is not None and out_theirs is not None and name in ("psp", "triplane_encoder"):
+                    max_diff = float((_tensor(out_ours).float() - _tensor(out_theirs).float()).abs().max())
+                if out_ours is not None and name == "inversion" and mode != "fp32":
+                    if reference is None:
+                        reference = fast_inversion(ours, "fp32", device)(x, cams)
+                    max_diff, psnr = image_accuracy(reference, out_ours)
+                med_ours, med_theirs = _median(t_ours), _median(t_theirs)
+                row = {
+                    "workload": name,
+                    "mode": mode,
+                    "batch": batch,
+                    "ours_s": med_ours,
+                    "official_s": med_theirs,
+                    "speedup": med_theirs / med_ours if med_ours and med_theirs else None,
+                    "ours_images_per_s": batch / med_ours if med_ours else None,
+                    "official_images_per_s": batch / med_theirs if med_theirs else None,
+                    "ours_peak_bytes": p_ours,
+                    "official_peak_bytes": p_theirs,
+                    "ours_failed": f_ours,
+                    "official_failed": f_theirs,
+                    "max_abs_diff": max_diff,
+                    "psnr_db": psnr,
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                write_report(args.out, meta, rows)
+            del cases
+    print(write_report(args.out, meta, rows))
 
 
 if __name__ == "__main__":

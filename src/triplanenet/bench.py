@@ -212,17 +212,35 @@ def _workload_fn(model: TriPlaneNet, workload: str) -> tuple[Callable[..., Any],
     raise ConfigError(f"internal: no function for workload {workload!r}")
 
 
-def make_trainer_step(model: TriPlaneNet, batch: int, device: torch.device, seed: int) -> Callable[[], None]:
-    """One :class:`~triplanenet.train.trainer.Trainer` step (both branches, mirror loss on, no LPIPS/ID networks) on
-    synthetic tensors. The model is deep-copied, so the benchmark model is not trained."""
+def make_trainer_step(
+    model: TriPlaneNet,
+    batch: int,
+    device: torch.device,
+    seed: int,
+    *,
+    mirror: bool = True,
+    amp: bool = True,
+    depth_samples: int | None = None,
+) -> Callable[[], None]:
+    """One :class:`~triplanenet.train.trainer.Trainer` step (both branches, no LPIPS/ID networks) on synthetic
+    tensors. The model is deep-copied, so the benchmark model is not trained.
+
+    Args:
+        mirror: render the mirrored view too (the paper's symmetry prior); False is the official v1 step.
+        amp: the trainer's bf16 autocast on CUDA (ignored on the CPU, where training is fp32).
+        depth_samples: coarse = fine samples per ray while training (None: the model's own setting).
+    """
     from triplanenet import losses
     from triplanenet.eg3d.camera import mirror_label
     from triplanenet.train.config import BranchLossConfig, TrainConfig
     from triplanenet.train.trainer import Criteria, Trainer
 
-    losses_cfg = BranchLossConfig(lpips_weight=0.0, id_weight=0.0, mirror_lpips_weight=0.0, mirror_id_weight=0.0)
+    losses_cfg = BranchLossConfig(
+        lpips_weight=0.0, id_weight=0.0, mirror=0.1 if mirror else 0.0, mirror_lpips_weight=0.0, mirror_id_weight=0.0
+    )
     config = TrainConfig(
         batch_size=batch,
+        amp=amp,
         add_triplanenet=0,
         max_steps=1,
         optimizer="adam",
@@ -238,16 +256,15 @@ def make_trainer_step(model: TriPlaneNet, batch: int, device: torch.device, seed
         laplacian_nll=losses.laplacian_nll,
     )
     train_model = copy.deepcopy(model)
+    if depth_samples is not None:
+        train_model.decoder.set_rendering(depth_resolution=depth_samples, depth_resolution_importance=depth_samples)
     train_model.psp_encoder.requires_grad_(True)
     train_model.triplanenet_encoder.requires_grad_(True)
     trainer = Trainer(config, train_model, [], None, criteria, device, log=lambda _m: None)
     inputs = synthetic_inputs(model, batch, seed, device)
-    data = {
-        "image": inputs["x"],
-        "camera": inputs["camera"],
-        "image_mirror": inputs["x"].flip(-1),
-        "camera_mirror": mirror_label(inputs["camera"]),
-    }
+    data = {"image": inputs["x"], "camera": inputs["camera"]}
+    if mirror:
+        data.update(image_mirror=inputs["x"].flip(-1), camera_mirror=mirror_label(inputs["camera"]))
 
     def step() -> None:
         trainer.training_step(data)
@@ -366,7 +383,10 @@ def _run(config: BenchConfig, device: torch.device, log: Callable[[str], None]) 
     for workload in config.workloads:
         for batch in config.batch_sizes:
             if workload == "train_step":
-                report.results.append(_bench_train(base, batch, config, device, log))
+                try:
+                    report.results.append(_bench_train(base, batch, config, device, log))
+                except RuntimeError as exc:
+                    _skip(report, workload, batch, "fp32", exc, device, log)
                 continue
             inputs = synthetic_inputs(base, batch, config.seed + batch, device)
             runners: dict[str, Callable[[], Any]] = {}
@@ -377,11 +397,16 @@ def _run(config: BenchConfig, device: torch.device, log: Callable[[str], None]) 
                 runners[mode] = lambda runner=runner, args=args: runner(*args)
             firsts: dict[str, float] = {}
             outputs: dict[str, Any] = {}
-            for mode, runner in runners.items():
-                for i in range(max(config.warmup, 1)):
-                    wall, _cpu, out = _timed(runner, device)
-                    if i == 0:
-                        firsts[mode] = wall
+            for mode, runner in list(runners.items()):
+                try:
+                    for i in range(max(config.warmup, 1)):
+                        wall, _cpu, out = _timed(runner, device)
+                        if i == 0:
+                            firsts[mode] = wall
+                except (RuntimeError, ConfigError) as exc:  # e.g. CUDA out of memory at a large batch
+                    _skip(report, workload, batch, mode, exc, device, log)
+                    del runners[mode]
+                    continue
                 outputs[mode] = out
             walls: dict[str, list[float]] = {m: [] for m in runners}
             cpus: dict[str, list[float]] = {m: [] for m in runners}
@@ -396,11 +421,31 @@ def _run(config: BenchConfig, device: torch.device, log: Callable[[str], None]) 
                     peak, kind = _peak_memory(device)
                     peaks[mode] = max(peaks[mode], peak)
             for mode in runners:
-                accuracy = None if mode == "fp32" else image_accuracy(outputs["fp32"], outputs[mode])
+                accuracy = (
+                    None if mode == "fp32" or "fp32" not in outputs else image_accuracy(outputs["fp32"], outputs[mode])
+                )
                 row = _row(workload, batch, mode, walls[mode], cpus[mode], firsts[mode], (peaks[mode], kind), accuracy)
                 report.results.append(row)
                 log(_format_row(row))
     return report
+
+
+def _skip(
+    report: BenchReport,
+    workload: str,
+    batch: int,
+    mode: str,
+    exc: BaseException,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> None:
+    """Record a (workload, batch, mode) that could not run, so one failure does not end a long benchmark."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    reason = "out of memory" if "out of memory" in text.lower() else text[:200]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    report.meta.setdefault("skipped", []).append({"workload": workload, "batch": batch, "mode": mode, "reason": reason})
+    log(f"{workload:10s} b={batch:<3d} {mode:22s} skipped: {reason}")
 
 
 def _bench_train(
@@ -513,6 +558,11 @@ def report_markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
             f"{r['per_image_s'] * 1e3:.1f} | {r['images_per_s']:.2f} | {r['cpu_s_per_image']:.3f} | "
             f"{r['first_call_s']:.2f} | {r['peak_memory_bytes'] / 2**20:.0f} | "
             f"{'' if speedup is None else f'{speedup:.2f}×'} | {_fmt(r['max_abs_diff'], 3)} | {_fmt(r['psnr_db'], 4)} |"
+        )
+    for skipped in meta.get("skipped", []):
+        lines.append(
+            f"\nNot measured: {skipped['workload']} at batch {skipped['batch']} in {skipped['mode']} "
+            f"({skipped['reason']})."
         )
     return "\n".join(lines) + "\n"
 
