@@ -93,3 +93,40 @@ def test_failure_reasons_are_one_short_line() -> None:
     assert side._failure(RuntimeError("CUDA out of memory. Tried\nmore")) == "out of memory"
     reason = side._failure(ValueError("bad shape\ntraceback details"))
     assert reason == "ValueError: bad shape"
+
+
+GPU_MACHINE_LACKS = ("fastapi", "uvicorn", "multipart", "python_multipart", "starlette", "imageio_ffmpeg", "selenium")
+"""Packages of ours that the lent GPU machine's image does not have (``/work/.library/device/KINDS.md``); the GPU
+session (``benchmarks/gpu_session.sh``) runs there with the machine's own Python, so its code must import without
+them."""
+
+
+def test_gpu_session_code_imports_without_the_web_and_video_packages(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        f"BLOCKED = {set(GPU_MACHINE_LACKS)!r}\n"
+        "class Blocker:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ImportError(f'{name} is not installed on the GPU machine')\n"
+        "sys.meta_path.insert(0, Blocker())\n"
+    )
+    code = (
+        "import importlib.util, sys\n"
+        "import triplanenet.cli.main, triplanenet.bench\n"
+        "from triplanenet.demo import load_default_model\n"
+        "load_default_model('cpu')\n"
+        f"spec = importlib.util.spec_from_file_location('side', {str(SCRIPT)!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "try:\n"
+        "    import fastapi\n"
+        "except ImportError:\n"
+        "    print('blocked ok')\n"
+    )
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {"PYTHONPATH": f"{tmp_path}:{src}", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "blocked ok"
