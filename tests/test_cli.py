@@ -150,3 +150,73 @@ def test_convert_official_pickle_then_generate(tmp_path: Path) -> None:
     assert np.asarray(Image.open(tmp_path / "o" / "seed0000_yaw+0.00.png")).shape == (512, 512, 3)
     bad = _run("convert", str(tmp_path / "missing.pkl"), str(tmp_path / "x.safetensors"))
     assert bad.exit_code == 1 and "no such file" in bad.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["demo", "--heads", "1"],
+        ["generate", "--preset", "tiny", "--seeds", "0"],
+        ["eval", "--method", "w+-pred", "--heads", "1"],
+        ["bench", "--preset", "tiny", "--repeats", "1", "--batch-sizes", "1", "--workloads", "render"],
+        ["invert", "photo.png", "--preset", "tiny"],
+        ["preprocess", "photo.png"],
+        ["invert-video", "clip.mp4"],
+        ["ablate", "symmetry"],
+    ],
+)
+def test_an_output_folder_that_is_a_file_is_refused_before_any_work(tmp_path: Path, command: list[str]) -> None:
+    blocker = tmp_path / "results"
+    blocker.write_text("keep me")
+    for out, message in ((blocker, "is a file; give a folder"), (blocker / "sub", "is a file, not a folder")):
+        result = _run(*command, "--out", str(out))
+        assert result.exit_code == 1, result.output
+        assert message in result.output and "Traceback" not in result.output
+    assert blocker.read_text() == "keep me"
+
+
+def test_an_unwritable_output_folder_is_refused(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # Permission bits do not bind root (CI runs as root), so the OS answer for this one folder is simulated.
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == locked else real_access(path, mode))
+    result = _run("generate", "--preset", "tiny", "--seeds", "0", "--out", str(locked / "new"))
+    assert result.exit_code == 1 and "cannot write into" in result.output and "Traceback" not in result.output
+    assert not (locked / "new").exists()
+
+
+def test_os_errors_become_one_line_messages_with_advice(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from triplanenet.cli import generate as generate_module
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "o" / "summary.json"))
+
+    monkeypatch.setattr(generate_module, "write_text_atomic", disk_full)
+    result = _run("generate", "--preset", "tiny", "--seeds", "0", "--views", "0", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 1
+    assert "No space left on device" in result.output and "free some disk space" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bench_refuses_bad_thread_and_sample_counts(tmp_path: Path) -> None:
+    for args, message in (
+        (["--threads", "0"], "threads must be at least 1"),
+        (["--depth-samples", "2"], "depth samples must be at least 4"),
+        (["--batch-sizes", "a"], "like 1,8,32"),
+    ):
+        result = _run("bench", "--preset", "tiny", "--out", str(tmp_path / "b"), *args)
+        assert result.exit_code == 1 and message in result.output, result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_train_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "run"
+    blocker.write_text("keep me")
+    result = _run("train", "tiny", "-O", f"out={blocker}", "--device", "cpu")
+    assert result.exit_code == 1 and "out " in result.output and "is a file" in result.output
+    assert blocker.read_text() == "keep me"

@@ -88,6 +88,10 @@ class BenchConfig:
             raise ConfigError("batch sizes must be positive integers, e.g. 1,8,32")
         if self.repeats < 1 or self.warmup < 0:
             raise ConfigError("need repeats >= 1 and warmup >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        if self.depth_samples is not None and self.depth_samples < 4:
+            raise ConfigError(f"depth samples must be at least 4 (for importance sampling), got {self.depth_samples}")
         unknown = [w for w in self.workloads if w not in WORKLOADS]
         if unknown or not self.workloads:
             raise ConfigError(f"unknown workload(s) {unknown}; choose from: {', '.join(WORKLOADS)}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from triplanenet.cli.common import console, parse_int_ranges, resolve_device, user_errors
+from triplanenet.cli.common import console, output_folder, parse_int_ranges, resolve_device, user_errors
 
 
 @user_errors
@@ -36,11 +36,12 @@ def bench(
     ),
 ) -> None:
     """Benchmark encode, render, full inversion and a training step (medians over interleaved rounds)."""
+    output_folder(out)
     from triplanenet.bench import BenchConfig, run_benchmark
 
     config = BenchConfig(
         preset=preset,
-        batch_sizes=tuple(parse_int_ranges(batch_sizes, "batch sizes")),
+        batch_sizes=tuple(parse_int_ranges(batch_sizes, "batch sizes", "1,8,32")),
         repeats=repeats,
         warmup=warmup,
         modes=tuple(m.strip() for m in modes.split(",") if m.strip()),

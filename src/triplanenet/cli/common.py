@@ -61,8 +61,51 @@ def user_errors(func: F) -> F:
             raise typer.Exit(code=130) from None
         except torch.cuda.OutOfMemoryError:
             raise fail("the GPU ran out of memory: use a smaller --batch-size or --device cpu") from None
+        except OSError as exc:  # disk full, permissions, a file where a folder should be: the system's own reason
+            raise fail(describe_os_error(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for a failed file-system operation: what failed, on which path, and what to do."""
+    import errno
+
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename else ""
+    advice = {
+        errno.ENOSPC: "free some disk space or write elsewhere with --out, then rerun",
+        errno.EDQUOT: "free some disk space or write elsewhere with --out, then rerun",
+        errno.EACCES: "choose a folder you can write to",
+        errno.EPERM: "choose a folder you can write to",
+        errno.EROFS: "the file system is read-only; choose another folder",
+        errno.EEXIST: "a file is in the way; choose another path or remove it",
+        errno.ENOTDIR: "part of the path is a file, not a folder; choose another path",
+    }.get(exc.errno or -1, "check the path and rerun")
+    return f"{reason}{where}: {advice}"
+
+
+def output_folder(path: Path, option: str = "--out") -> Path:
+    """Check, before any work starts, that the output folder ``path`` can be created or written into, so a long run
+    cannot fail at the end because its results have nowhere to go. Nothing is created here (a command that stops on
+    another bad option leaves no empty folder behind). Returns ``path``.
+
+    Raises:
+        TriplaneNetError: ``path`` or one of its parents is a file, or the folder (or the nearest existing parent,
+            where it will be created) is not writable.
+    """
+    import os
+
+    if path.exists() and not path.is_dir():
+        raise TriplaneNetError(f"{option} {path} is a file; give a folder (it is created if missing)")
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TriplaneNetError(f"{option} {path}: {existing} is a file, not a folder; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TriplaneNetError(f"{option} {path}: cannot write into {existing}; choose a folder you can write to")
+    return path
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,8 +121,8 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def parse_int_ranges(text: str, what: str = "seeds") -> list[int]:
-    """``"0-3,7"`` -> [0, 1, 2, 3, 7] (non-negative integers)."""
+def parse_int_ranges(text: str, what: str = "seeds", example: str = "0-3,7") -> list[int]:
+    """``"0-3,7"`` -> [0, 1, 2, 3, 7] (non-negative integers); ``example`` goes into the error message."""
     values: list[int] = []
     try:
         for part in (p.strip() for p in text.split(",")):
@@ -92,7 +135,7 @@ def parse_int_ranges(text: str, what: str = "seeds") -> list[int]:
                 raise ValueError
             values.extend(range(start, end + 1))
     except ValueError:
-        raise TriplaneNetError(f"cannot parse {what} {text!r}: use non-negative numbers like 0-3,7") from None
+        raise TriplaneNetError(f"cannot parse {what} {text!r}: use non-negative numbers like {example}") from None
     if not values:
         raise TriplaneNetError(f"no {what} given")
     return values

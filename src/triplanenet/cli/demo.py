@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from triplanenet.cli.common import console, resolve_device, user_errors
+from triplanenet.cli.common import console, output_folder, resolve_device, user_errors
 
 
 @user_errors
@@ -20,6 +20,7 @@ def demo(
     ] = None,
 ) -> None:
     """Invert held-out procedural heads with the bundled model and compare with their ground truth."""
+    output_folder(out)
     from triplanenet.demo import metrics_markdown, run_demo
     from triplanenet.errors import TriplaneNetError
 

@@ -17,6 +17,7 @@ from triplanenet.cli.common import (
     console,
     console_warnings,
     load_cli_model,
+    output_folder,
     parse_floats,
     progress,
     resolve_device,
@@ -118,6 +119,7 @@ def edit(
     --mesh / --video a PLY and an orbit MP4), plus sweep.png and edit.json.
     Example: triplanenet edit out/img/inversion.safetensors --direction pc1 --strengths -2,0,2 --video --out edits/
     """
+    output_folder(out)
     from triplanenet.editing.directions import compute_ganspace, load_directions, resolve_direction
     from triplanenet.editing.edit import edited_inversion, make_edit_base
     from triplanenet.inversion import Inversion

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from triplanenet.cli.common import console, parse_floats, resolve_device, user_errors
+from triplanenet.cli.common import console, output_folder, parse_floats, resolve_device, user_errors
 from triplanenet.errors import ConfigError
 
 
@@ -78,6 +78,7 @@ def eval_command(
 ) -> None:
     """Evaluate inversion methods: MSE, LPIPS, MS-SSIM, identity (same view and novel yaws), depth error, AD and
     time per image; writes report.md, metrics.csv, per_image.csv, comparison.png and novel_views.png."""
+    output_folder(out)
     from triplanenet.eval.protocol import EvalOptions, evaluate, folder_set, load_identity_metric, synthetic_heads
     from triplanenet.eval.report import write_report
     from triplanenet.inverters import METHOD_NAMES
@@ -142,6 +143,7 @@ def ablate(
 ) -> None:
     """Train and evaluate ablations: number of EG3D synthetic samples, or symmetry prior on/off + first branch only;
     writes <kind>.md/.csv/.png into --out."""
+    output_folder(out)
     from triplanenet.eval.ablations import AblationSettings, run_symmetry_ablation, run_synthetic_samples_ablation
 
     settings = AblationSettings(

@@ -12,6 +12,7 @@ import typer
 from triplanenet.cli.common import (
     console,
     console_warnings,
+    output_folder,
     parse_floats,
     parse_int_ranges,
     progress,
@@ -80,6 +81,7 @@ def generate(
 
     Example: triplanenet generate --generator ffhq512-128.pkl --seeds 0-3 --trunc 0.7 --mesh --video --out out/
     """
+    output_folder(out)
     from triplanenet.eg3d.shapes import OFFICIAL_LEVEL, extract_mesh
     from triplanenet.views import default_label, orbit_frames, render_labels
 

@@ -18,6 +18,7 @@ from triplanenet.cli.common import (
     console,
     console_warnings,
     load_cli_model,
+    output_folder,
     parse_floats,
     progress,
     resolve_device,
@@ -142,6 +143,7 @@ def invert(
     Example: triplanenet invert photos/ --cameras photos/dataset.json --checkpoint triplanenet_final.pth
     --generator ffhq512-128.pth --mesh --out results/
     """
+    output_folder(out)
     if batch_size < 1 or frames < 1 or mesh_resolution < 8:
         raise TriplaneNetError("--batch-size and --frames must be >= 1 and --mesh-resolution >= 8")
     yaws = parse_floats(views, "views")

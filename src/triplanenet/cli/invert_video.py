@@ -16,6 +16,7 @@ from triplanenet.cli.common import (
     PresetOption,
     console,
     load_cli_model,
+    output_folder,
     resolve_device,
     user_errors,
 )
@@ -55,6 +56,7 @@ def invert_video(
     Example: triplanenet invert-video clip.mp4 --out results/clip --checkpoint triplanenet_final.pth
     --generator ffhq512-128.pth --yaw 0.5
     """
+    output_folder(out)
     from triplanenet.inverters.encoder import TriPlaneNetInverter
     from triplanenet.preprocess.mtcnn import load_mtcnn
     from triplanenet.preprocess.video import prepare_video

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from triplanenet.cli.common import console, progress, user_errors
+from triplanenet.cli.common import console, output_folder, progress, user_errors
 from triplanenet.errors import ConfigError, TriplaneNetError
 
 # Folders are expanded into files with these extensions; files given by name are always tried.
@@ -61,6 +61,7 @@ def preprocess(
 
     Example: triplanenet preprocess photos/ --out data/mine --all-faces
     """
+    output_folder(out)
     from triplanenet.preprocess.batch import PhotoOutcome, preprocess_photos
     from triplanenet.preprocess.mtcnn import load_mtcnn
 

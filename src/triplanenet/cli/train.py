@@ -9,7 +9,7 @@ from typing import Annotated
 import torch
 import typer
 
-from triplanenet.cli.common import console, resolve_device, user_errors
+from triplanenet.cli.common import console, output_folder, resolve_device, user_errors
 
 
 def _distributed_context(device_name: str):
@@ -39,6 +39,7 @@ def run_training(config_source: str, overrides: list[str], resume: str | None, d
     from triplanenet.train.trainer import Trainer
 
     config = load_train_config(config_source, overrides)
+    output_folder(Path(config.out), "out")
     context, device = _distributed_context(device_name)
     log = console.print if context.is_main else (lambda _message: None)
     generator = build_generator(config, device)
