@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -170,3 +171,36 @@ def test_fused_plane_mean_is_bit_identical(batch: int, channels: int, size: int,
     (first,) = torch.autograd.grad(grad_plain[0].sum() + grad_plain[1].sum(), planes)
     (second,) = torch.autograd.grad(grad_fused[0].sum() + grad_fused[1].sum(), planes)
     torch.testing.assert_close(first, second, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["triplanenet", "triplanenet+cttr", "w+-pred"])
+def test_invert_and_render_returns_the_forward_render_and_planes_the_inversions_reuse(tiny_model, method: str) -> None:
+    from triplanenet.inverters import build_inverter
+
+    images, cameras = _images(tiny_model, 1)
+    inverter = build_inverter(method, tiny_model)
+    batch = inverter.invert_and_render(images, cameras)
+    (inversion,) = batch.inversions
+    again = inversion.render()
+    # Batch 1: the forward pass's final render is exactly what rendering the inversion gives.
+    assert torch.equal(batch.image, again.image) and torch.equal(batch.opacity, again.weight_sum)
+    assert torch.equal(batch.planes, inversion.planes()) and torch.equal(batch.ws, inversion.ws)
+    plain = build_inverter(method, tiny_model).invert(images[0], cameras[0])
+    assert torch.equal(plain.render().image, batch.image)  # same result as the plain path that recomputes planes
+
+
+def test_invert_and_render_in_a_batch_matches_single_images(tiny_model) -> None:
+    images, cameras = _images(tiny_model, 3)
+    batch = TriPlaneNetInverter(tiny_model).invert_and_render(images, cameras)
+    assert batch.image.shape[0] == 3 and batch.opacity.shape[1] == 1
+    for i in range(3):
+        single = TriPlaneNetInverter(tiny_model).invert_and_render(images[i : i + 1], cameras[i : i + 1])
+        torch.testing.assert_close(batch.image[i : i + 1], single.image, atol=1e-4, rtol=0)
+
+
+def test_render_context_applies_the_fast_settings(tiny_model) -> None:
+    inverter = TriPlaneNetInverter(copy.deepcopy(tiny_model), fast=InferenceSettings.from_mode("bf16"))
+    with inverter.render_context():
+        assert torch.is_autocast_enabled("cpu") and not torch.is_grad_enabled()
+    with TriPlaneNetInverter(tiny_model).render_context():
+        assert not torch.is_autocast_enabled("cpu") and not torch.is_grad_enabled()

@@ -220,3 +220,22 @@ def test_train_refuses_an_out_that_is_a_file(tmp_path: Path) -> None:
     result = _run("train", "tiny", "-O", f"out={blocker}", "--device", "cpu")
     assert result.exit_code == 1 and "out " in result.output and "is a file" in result.output
     assert blocker.read_text() == "keep me"
+
+
+def test_invert_fast_mode_and_its_errors(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    _write_inputs(inputs)
+    args = ["invert", str(inputs / "rgb.png"), "--preset", "tiny", "--device", "cpu", "--views", "0"]
+    result = _run(*args, "--fast", "bf16", "--out", str(tmp_path / "fast"))
+    assert result.exit_code == 0, result.output
+    fast = np.asarray(Image.open(tmp_path / "fast" / "rgb" / "reconstruction.png")).astype(int)
+    assert _run(*args, "--out", str(tmp_path / "exact")).exit_code == 0
+    exact = np.asarray(Image.open(tmp_path / "exact" / "rgb" / "reconstruction.png")).astype(int)
+    assert np.abs(fast - exact).mean() < 3.0  # bf16 encoders: close to, not equal to, the fp32 result
+    for extra, message in (
+        (["--fast", "fp16"], "fp16 autocast is only supported on CUDA"),
+        (["--fast", "turbo"], "unknown fast-mode part 'turbo'"),
+        (["--fast", "bf16", "--method", "w-opt"], "--fast applies to the feed-forward methods"),
+    ):
+        result = _run(*args, *extra, "--out", str(tmp_path / "bad"))
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output

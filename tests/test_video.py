@@ -173,11 +173,13 @@ def test_invert_video_tiny_preset_with_options(tmp_path: Path) -> None:
     result = runner.invoke(
         app,
         ["invert-video", str(video), "--out", str(out), "--preset", "tiny", "--device", "cpu", "--max-frames", "4",
-         "--stride", "1", "--smoothing", "0", "--camera", "lookat"],
+         "--stride", "1", "--smoothing", "0", "--camera", "lookat", "--fast", "bf16"],
         catch_exceptions=False,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     info = json.loads((out / "frames.json").read_text())
-    assert info["frames"] == 4 and not (out / "mask.mp4").exists()
+    assert info["frames"] == 4 and not (out / "mask.mp4").exists() and info["fast_mode"] == "bf16"
+    result = runner.invoke(app, ["invert-video", str(video), "--out", str(out), "--fast", "cuda_graphs"])
+    assert result.exit_code == 1 and "CUDA" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["invert-video", str(video), "--out", str(out), "--background", "green"])
     assert result.exit_code == 1 and "--background" in result.output

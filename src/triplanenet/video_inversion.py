@@ -2,9 +2,10 @@
 
 :func:`invert_video` takes the output of :func:`triplanenet.preprocess.video.prepare_video` (per-frame encoder
 inputs and smoothed cameras), inverts the frames in batches with
-:meth:`~triplanenet.inverters.encoder.TriPlaneNetInverter.invert_batch`, renders every frame at its own camera
-(``reconstruction.mp4``) and at one fixed novel camera (``novel_view.mp4``, look-at camera at absolute ``yaw`` /
-``pitch`` around the FFHQ pivot, input intrinsics), and writes ``side_by_side.mp4`` (aligned input | reconstruction
+:meth:`~triplanenet.inverters.encoder.TriPlaneNetInverter.invert_and_render`, whose final render at each frame's own
+camera is the reconstruction (``reconstruction.mp4``; not rendered a second time), renders the same tri-planes at one
+fixed novel camera (``novel_view.mp4``, look-at camera at absolute ``yaw`` / ``pitch`` around the FFHQ pivot, input
+intrinsics) under the inverter's fast settings, and writes ``side_by_side.mp4`` (aligned input | reconstruction
 | novel view) and ``frames.json`` (per-frame cameras, detection flags and timings).
 
 Background removal: no offline matting model ships with the project, so ``background="white"`` / ``"black"``
@@ -157,14 +158,16 @@ def invert_video(
         for chunk in _batches(len(video), batch_size):
             t0 = time.perf_counter()
             inputs = video.input_tensor(chunk)
-            inversions = inverter.invert_batch(inputs, video.labels[chunk])
-            planes = torch.cat([inv.planes() for inv in inversions])
-            ws = torch.cat([inv.ws for inv in inversions])
+            # The forward pass's own final render is the reconstruction; only the novel view is rendered again,
+            # from the same tri-planes (no second backbone pass).
+            batch = inverter.invert_and_render(inputs, video.labels[chunk])
             t1 = time.perf_counter()
-            own = generator.synthesis(ws, video.labels[chunk].to(device), planes=planes, deterministic=True)
-            novel = generator.synthesis(ws, novel_labels[chunk].to(device), planes=planes, deterministic=True)
-            recon, alpha = _composite(own.image, own.weight_sum, background)
-            novel_image, _ = _composite(novel.image, novel.weight_sum, background)
+            with inverter.render_context():
+                novel = generator.synthesis(
+                    batch.ws, novel_labels[chunk].to(device), planes=batch.planes, deterministic=True
+                )
+            recon, alpha = _composite(batch.image, batch.opacity, background)
+            novel_image, _ = _composite(novel.image.float(), novel.weight_sum.float(), background)
             t2 = time.perf_counter()
             seconds_inversion += t1 - t0
             seconds_rendering += t2 - t1
@@ -184,6 +187,7 @@ def invert_video(
         "frame_size": list(video.frame_size),
         "output_size": int(generator.config.img_resolution),
         "method": inverter.name,
+        "fast_mode": "fp32" if inverter.fast is None else inverter.fast.label,
         "device": str(device),
         "novel_view": {"yaw": yaw, "pitch": pitch},
         "background": background,

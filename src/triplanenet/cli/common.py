@@ -26,6 +26,7 @@ from triplanenet.errors import TriplaneNetError
 
 if TYPE_CHECKING:
     from triplanenet.model import TriPlaneNet
+    from triplanenet.perf import InferenceSettings
 
 ModelOption = Annotated[
     Path | None, typer.Option("--model", help="Our TriPlaneNet .safetensors (default: the bundled model).")
@@ -36,6 +37,14 @@ GeneratorOption = Annotated[
 ]
 PresetOption = Annotated[str | None, typer.Option(help="'tiny': random-weight model, for testing the pipeline.")]
 DeviceOption = Annotated[str, typer.Option(help="cpu | cuda | auto")]
+FastOption = Annotated[
+    str | None,
+    typer.Option(
+        "--fast",
+        help="Fast mode of the encoder pass: bf16, fp16 (CUDA), channels_last, compile, cuda_graphs (CUDA), joined "
+        "by '+', e.g. bf16+cuda_graphs (accuracy: docs/benchmarks.md). Default: exact fp32.",
+    ),
+]
 
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -83,6 +92,21 @@ def describe_os_error(exc: OSError) -> str:
         errno.ENOTDIR: "part of the path is a file, not a folder; choose another path",
     }.get(exc.errno or -1, "check the path and rerun")
     return f"{reason}{where}: {advice}"
+
+
+def fast_settings(mode: str | None, device: torch.device) -> InferenceSettings | None:
+    """``--fast MODE`` -> the settings (None when not given), checked against ``device``.
+
+    Raises:
+        ConfigError: unknown mode part, or a CUDA-only part (fp16, cuda_graphs) on the CPU.
+    """
+    from triplanenet.perf import InferenceSettings, check_settings
+
+    if mode is None:
+        return None
+    settings = InferenceSettings.from_mode(mode)
+    check_settings(settings, device)
+    return settings
 
 
 def output_folder(path: Path, option: str = "--out") -> Path:

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
 import typer
 
 from triplanenet.cli.common import (
     CheckpointOption,
+    FastOption,
     GeneratorOption,
     ModelOption,
     PresetOption,
     console,
     console_warnings,
+    fast_settings,
     load_cli_model,
     output_folder,
     parse_floats,
@@ -26,6 +28,9 @@ from triplanenet.cli.common import (
 )
 from triplanenet.errors import TriplaneNetError
 from triplanenet.io.atomic import write_text_atomic
+
+if TYPE_CHECKING:
+    from triplanenet.perf import InferenceSettings
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 PAPER_YAWS = "-0.8,-0.4,0,0.4,0.8"
@@ -128,6 +133,7 @@ def invert(
         int | None, typer.Option(help="Optimisation steps (default: the method's paper default; pti: both stages).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the optimisation methods' random draws.")] = None,
+    fast: FastOption = None,
     depth_samples: Annotated[
         int | None, typer.Option(help="Coarse and fine samples per ray (official inference uses 96).")
     ] = None,
@@ -154,7 +160,7 @@ def invert(
         if depth_samples < 4:
             raise TriplaneNetError("--depth-samples must be at least 4")
         model.decoder.set_rendering(depth_resolution=depth_samples, depth_resolution_importance=depth_samples)
-    inverter = _build_inverter(model, method, cttr, steps, seed)
+    inverter = _build_inverter(model, method, cttr, steps, seed, fast_settings(fast, torch_device))
     size = model.config.input_resolution
     failures: dict[str, str] = {}
     jobs: list[_Job] = []
@@ -193,7 +199,9 @@ def invert(
         raise typer.Exit(code=1)
 
 
-def _build_inverter(model, method: str, cttr: bool, steps: int | None, seed: int | None):
+def _build_inverter(
+    model, method: str, cttr: bool, steps: int | None, seed: int | None, fast: InferenceSettings | None = None
+):
     """The inverter for ``--method`` (``--cttr`` is an alias of ``--method triplanenet+cttr``)."""
     from triplanenet.inverters import OPTIMIZATION_METHODS, build_inverter, step_options
 
@@ -201,7 +209,13 @@ def _build_inverter(model, method: str, cttr: bool, steps: int | None, seed: int
         if method not in ("triplanenet", "triplanenet+cttr"):
             raise TriplaneNetError(f"--cttr only applies to --method triplanenet, not {method!r}")
         method = "triplanenet+cttr"
-    options: dict[str, int] = {}
+    options: dict[str, Any] = {}
+    if fast is not None:
+        if method in OPTIMIZATION_METHODS:
+            raise TriplaneNetError(
+                f"--fast applies to the feed-forward methods (triplanenet, triplanenet+cttr, w+-pred), not {method!r}"
+            )
+        options["fast"] = fast
     if steps is not None or seed is not None:
         if method not in OPTIMIZATION_METHODS:
             raise TriplaneNetError(

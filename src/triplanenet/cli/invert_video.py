@@ -11,10 +11,12 @@ import typer
 
 from triplanenet.cli.common import (
     CheckpointOption,
+    FastOption,
     GeneratorOption,
     ModelOption,
     PresetOption,
     console,
+    fast_settings,
     load_cli_model,
     output_folder,
     resolve_device,
@@ -45,6 +47,7 @@ def invert_video(
     camera: Annotated[str, typer.Option(help="official (keeps head roll) | lookat (roll-free).")] = "official",
     pad_mode: Annotated[str, typer.Option(help="Fill outside the frame: reflect | edge | constant.")] = "reflect",
     cttr: Annotated[bool, typer.Option("--cttr/--no-cttr", help="Cascaded test-time refinement.")] = False,
+    fast: FastOption = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
 ) -> None:
     """Invert every frame of a face video and write reconstruction.mp4, novel_view.mp4, side_by_side.mp4, frames.json.
@@ -73,6 +76,7 @@ def invert_video(
     if pad_mode not in ("reflect", "edge", "constant"):
         raise ConfigError(f"--pad-mode must be reflect, edge or constant, got {pad_mode!r}")
     torch_device = resolve_device(device)
+    settings = fast_settings(fast, torch_device)
     model = load_cli_model(model_path, checkpoint, generator, preset, torch_device)
 
     started = time.perf_counter()
@@ -94,7 +98,7 @@ def invert_video(
             highlight=False,
             soft_wrap=True,
         )
-    inverter = TriPlaneNetInverter(model, cttr=cttr)
+    inverter = TriPlaneNetInverter(model, cttr=cttr, fast=settings)
     result = run_inversion(
         prepared,
         inverter,

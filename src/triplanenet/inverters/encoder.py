@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from triplanenet.eg3d.camera import validate_label
 from triplanenet.inversion import Inversion, prepare_image
 from triplanenet.model import TriPlaneNet
-from triplanenet.perf import FastRunner, InferenceSettings, apply_fast_mode
+from triplanenet.perf import FastRunner, InferenceSettings, apply_fast_mode, fast_context
+
+
+@dataclass
+class RenderedBatch:
+    """:meth:`TriPlaneNetInverter.invert_and_render`'s result: the inversions and what the forward pass rendered.
+
+    Attributes:
+        inversions: one :class:`Inversion` per image (their tri-planes are the ones below, not recomputed).
+        ws: (B, num_ws, w_dim) codes.
+        planes: (B, 3, C, R, R) final tri-planes (backbone + offsets).
+        image: (B, 3, S, S) final render at the input cameras, S = the generator's output size; about [-1, 1].
+        opacity: (B, 1, r, r) accumulated opacity of that render in [0, 1] (r = neural rendering resolution).
+    """
+
+    inversions: list[Inversion]
+    ws: torch.Tensor
+    planes: torch.Tensor
+    image: torch.Tensor
+    opacity: torch.Tensor
 
 
 class TriPlaneNetInverter:
@@ -59,31 +80,32 @@ class TriPlaneNetInverter:
         return self.model.latent_avg.device
 
     def _forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(ws,) for the first branch alone, else (ws, offsets, final planes); a pure function for CUDA graphs."""
+        """(ws,) for the first branch alone, else (ws, offsets, final planes, final image, its opacity); a pure
+        function of its inputs, as CUDA graphs need."""
         if self.first_branch_only:
             return (self.model.encode_ws(x),)
         out = self.model(x, labels, cttr=self.cttr, deterministic=self.deterministic)
-        return out.ws, out.offsets, out.synthesis.planes
+        return out.ws, out.offsets, out.synthesis.planes, out.synthesis.image, out.synthesis.weight_sum
 
-    def invert_batch(self, images: Sequence[torch.Tensor] | torch.Tensor, cameras: torch.Tensor) -> list[Inversion]:
-        """images: B tensors (3, H, W) in [-1, 1] (resized to the encoder resolution); cameras (B, 25)."""
+    def _run(
+        self, images: Sequence[torch.Tensor] | torch.Tensor, cameras: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         size = self.model.config.input_resolution
         x = torch.stack([prepare_image(image, size) for image in images]).to(self.device)
         labels = validate_label(cameras).to(self.device)
         if labels.shape[0] != x.shape[0]:
             raise ValueError(f"{x.shape[0]} images but {labels.shape[0]} cameras")
         if self._runner is not None:
-            result = self._runner(x, labels)
-        else:
-            with torch.no_grad():
-                result = self._forward(x, labels)
+            return labels, self._runner(x, labels)
+        with torch.no_grad():
+            return labels, self._forward(x, labels)
+
+    def _inversions(self, labels: torch.Tensor, result: tuple[torch.Tensor, ...], reuse: bool) -> list[Inversion]:
         generator = self.model.decoder
         ws = result[0].float()
         if self.first_branch_only:
-            return [Inversion(generator, ws[i : i + 1], labels[i : i + 1], None, self.name) for i in range(x.shape[0])]
+            return [Inversion(generator, ws[i : i + 1], labels[i : i + 1], None, self.name) for i in range(len(ws))]
         offsets, planes = result[1].float(), result[2].float()
-        # By default each Inversion recomputes its planes from (ws, offsets) at batch size 1, so that a saved and
-        # re-loaded inversion renders bit-for-bit the same images as the original (batched convs round differently).
         return [
             Inversion(
                 generator,
@@ -91,10 +113,41 @@ class TriPlaneNetInverter:
                 labels[i : i + 1],
                 offsets[i : i + 1],
                 self.name,
-                _planes=planes[i : i + 1] if self.reuse_planes else None,
+                _planes=planes[i : i + 1] if reuse else None,
             )
-            for i in range(x.shape[0])
+            for i in range(len(ws))
         ]
+
+    def invert_batch(self, images: Sequence[torch.Tensor] | torch.Tensor, cameras: torch.Tensor) -> list[Inversion]:
+        """images: B tensors (3, H, W) in [-1, 1] (resized to the encoder resolution); cameras (B, 25)."""
+        labels, result = self._run(images, cameras)
+        # By default each Inversion recomputes its planes from (ws, offsets) at batch size 1, so that a saved and
+        # re-loaded inversion renders bit-for-bit the same images as the original (batched convs round differently).
+        return self._inversions(labels, result, self.reuse_planes)
+
+    def invert_and_render(self, images: Sequence[torch.Tensor] | torch.Tensor, cameras: torch.Tensor) -> RenderedBatch:
+        """Like :meth:`invert_batch`, and also return what the forward pass already rendered at the input cameras,
+        so a caller that shows it (video, web demo) does not render it again. The inversions keep the batch's
+        tri-planes (no second backbone pass), so their renders match ``image`` exactly."""
+        labels, result = self._run(images, cameras)
+        inversions = self._inversions(labels, result, reuse=True)
+        if self.first_branch_only:
+            ws = result[0].float()
+            with self.render_context():
+                out = self.model.decoder.synthesis(ws, labels, deterministic=self.deterministic)
+            return RenderedBatch(inversions, ws, out.planes.float(), out.image.float(), out.weight_sum.float())
+        ws, _offsets, planes, image, opacity = (t.float() for t in result)
+        return RenderedBatch(inversions, ws, planes, image, opacity)
+
+    @contextlib.contextmanager
+    def render_context(self) -> Iterator[None]:
+        """The inverter's precision and thread settings (no gradients) for extra renders, e.g. novel views."""
+        if self.fast is None:
+            with torch.no_grad():
+                yield
+        else:
+            with fast_context(self.fast, self.device):
+                yield
 
     def invert(self, image: torch.Tensor, camera: torch.Tensor) -> Inversion:
         """One image (3, H, W) in [-1, 1] and its camera (25,) or (1, 25)."""
