@@ -53,7 +53,7 @@ from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
 from triplanenet.io.atomic import write_text_atomic
 from triplanenet.model import TriPlaneNet, TriPlaneNetConfig
-from triplanenet.perf import FastRunner, InferenceSettings, apply_fast_mode
+from triplanenet.perf import FastRunner, InferenceSettings, apply_fast_mode, cpu_allocator_threshold, tune_cpu_allocator
 
 OFFICIAL_SR_MODULE = "models.eg3d.superresolution.SuperresolutionHybrid8XDC"
 
@@ -250,8 +250,10 @@ def _median(values: list[float]) -> float | None:
 def report_markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """The side-by-side table (one line per workload × mode × batch)."""
     lines = [
-        f"{meta['device_name']} ({meta['device']}), torch {meta['torch']}, {meta['threads']} threads, random weights "
-        f"at FFHQ sizes, inversion with {meta['depth_samples_inversion']}+{meta['depth_samples_inversion']} samples, "
+        f"{meta['device_name']} ({meta['device']}), torch {meta['torch']}, {meta['threads']} threads, "
+        f"{'glibc malloc defaults' if meta.get('cpu_allocator_threshold') is None else 'CPU allocator tuned'}, "
+        f"random weights at FFHQ sizes, inversion with {meta['depth_samples_inversion']}+"
+        f"{meta['depth_samples_inversion']} samples, "
         f"training step with {meta['depth_samples_training']}+{meta['depth_samples_training']}, medians of "
         f"{meta['repeats']} interleaved rounds. The official code always runs in fp32; `mode` is ours. max |Δ| is ours "
         "vs official for the encoders and ours vs our fp32 for fast modes.",
@@ -300,10 +302,15 @@ def main() -> None:
     parser.add_argument("--train-amp", action="store_true", help="add a train_step row with our bf16 AMP (CUDA)")
     parser.add_argument("--train-batch-sizes", default=None, help="batch sizes of train_step (default: --batch-sizes)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--default-allocator", action="store_true", help="keep glibc's malloc defaults (see perf.tune_cpu_allocator)"
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/side_by_side"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.default_allocator:
+        tune_cpu_allocator()  # process-wide: both code bases run with it
     device = torch.device(args.device)
     official = import_official(args.official.resolve(), stub_stylegan2_ops=device.type != "cuda")
     ours = build_ours(device, args.depth_samples, args.seed)
@@ -314,6 +321,7 @@ def main() -> None:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "cpu_allocator_threshold": cpu_allocator_threshold(),
         "official": str(args.official),
         "depth_samples_inversion": args.depth_samples,
         "depth_samples_training": args.train_depth_samples,

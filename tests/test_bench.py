@@ -204,3 +204,28 @@ def test_render_context_applies_the_fast_settings(tiny_model) -> None:
         assert torch.is_autocast_enabled("cpu") and not torch.is_grad_enabled()
     with TriPlaneNetInverter(tiny_model).render_context():
         assert not torch.is_autocast_enabled("cpu") and not torch.is_grad_enabled()
+
+
+def test_cpu_allocator_tuning_is_applied_by_the_command_and_can_be_turned_off(tmp_path: Path) -> None:
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"):
+        pytest.skip("mallopt tuning is glibc-only")
+    from triplanenet.perf import tune_cpu_allocator
+
+    assert tune_cpu_allocator(0) is False  # nothing to apply
+    thresholds = {}
+    for setting in ("1", "0"):
+        out = tmp_path / f"bench{setting}"
+        env = dict(os.environ, TRIPLANENET_MALLOC_TUNING=setting, OMP_NUM_THREADS="1")
+        command = [sys.executable, "-m", "triplanenet.cli.main", "bench", "--preset", "tiny", "--batch-sizes", "1",
+                   "--repeats", "1", "--workloads", "render", "--device", "cpu", "--out", str(out)]  # fmt: skip
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        thresholds[setting] = json.loads((out / "bench.json").read_text())["meta"]["cpu_allocator_threshold"]
+        markdown = (out / "bench.md").read_text()
+        assert ("CPU allocator tuned: 1024 MiB" in markdown) == (setting == "1")
+    assert thresholds == {"1": 1 << 30, "0": None}

@@ -30,7 +30,13 @@ import torch
 
 from triplanenet.errors import ConfigError
 from triplanenet.model import TriPlaneNet
-from triplanenet.perf import FastRunner, InferenceSettings, apply_fast_mode, check_settings
+from triplanenet.perf import (
+    FastRunner,
+    InferenceSettings,
+    apply_fast_mode,
+    check_settings,
+    cpu_allocator_threshold,
+)
 
 PRESETS: tuple[str, ...] = ("tiny", "default", "ffhq")
 WORKLOADS: tuple[str, ...] = ("encode", "render", "invert", "train_step")
@@ -504,6 +510,7 @@ def environment_meta(config: BenchConfig, model: TriPlaneNet, device: torch.devi
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "threads": torch.get_num_threads(),
+        "cpu_allocator_threshold": cpu_allocator_threshold(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -540,14 +547,22 @@ def _format_row(row: dict[str, Any]) -> str:
     )
 
 
+def _allocator_note(meta: dict[str, Any]) -> str:
+    threshold = meta.get("cpu_allocator_threshold")
+    if meta.get("device") != "cpu":
+        return ""
+    return " (CPU allocator: glibc defaults)" if threshold is None else f" (CPU allocator tuned: {threshold >> 20} MiB)"
+
+
 def report_markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     """A markdown section: environment line and one table row per result (speed relative to fp32 in the same run)."""
     reference = {(r["workload"], r["batch"]): r["median_s"] for r in results if r["mode"] in ("fp32", "bf16-amp")}
     model = meta.get("model", {})
     lines = [
         f"Device: {meta.get('device_name')} ({meta.get('device')}), torch {meta.get('torch')}, "
-        f"{meta.get('threads')} threads, preset `{model.get('preset')}` ({model.get('parameters', 0) / 1e6:.1f} M "
-        f"parameters, {model.get('img_resolution')}² output, {model.get('samples_per_ray')} samples/ray), "
+        f"{meta.get('threads')} threads{_allocator_note(meta)}, preset `{model.get('preset')}` "
+        f"({model.get('parameters', 0) / 1e6:.1f} M parameters, {model.get('img_resolution')}² output, "
+        f"{model.get('samples_per_ray')} samples/ray), "
         f"{meta.get('date_utc')}.",
         "",
         "| workload | batch | mode | median ms | IQR ms | ms/image | images/s | CPU s/image | first call s | peak mem "

@@ -43,6 +43,12 @@ app.command()(bench)
 
 
 def main() -> None:
+    import os
+
+    if os.environ.get("TRIPLANENET_MALLOC_TUNING", "1") != "0":
+        from triplanenet.perf import tune_cpu_allocator
+
+        tune_cpu_allocator()
     app()
 
 
