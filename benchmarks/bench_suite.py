@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from triplanenet.bench import PRESETS, WORKLOADS, BenchConfig, run_benchmark
+from triplanenet.perf import tune_cpu_allocator
 
 
 def main() -> None:
@@ -27,7 +28,10 @@ def main() -> None:
     parser.add_argument("--depth-samples", type=int, default=None)
     parser.add_argument("--out", default="outputs/bench")
     parser.add_argument("--stem", default="bench", help="file name stem of the .json and .md outputs")
+    parser.add_argument("--default-allocator", action="store_true", help="skip perf.tune_cpu_allocator")
     args = parser.parse_args()
+    if not args.default_allocator:
+        tune_cpu_allocator()  # as the triplanenet command does
     config = BenchConfig(
         preset=args.preset,
         batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",") if b.strip()),

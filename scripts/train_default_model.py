@@ -226,6 +226,9 @@ STAGES["sigma"] = stage_sigma
 ORDER = ["world", "generator", "identity", "encoder", "sigma", "export"]
 
 if __name__ == "__main__":
+    from triplanenet.perf import tune_cpu_allocator
+
+    tune_cpu_allocator()  # as the triplanenet command does (measured before this existed; see docs/default_model.md)
     names = sys.argv[1:] or ["all"]
     for name in ORDER if names == ["all"] else names:
         print(f"== {name}", flush=True)
