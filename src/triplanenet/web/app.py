@@ -256,8 +256,13 @@ def create_app(
             image = _decode_upload(data)
             image, camera, how = prepare_upload(image, crop)
         with lock:
-            inversion = inverter.invert(image, camera)
-            key = add_session(Session(inversion=inversion, image=image, current=inversion))
+            # The forward pass already rendered the reconstruction at the input camera: keep it as the session's
+            # first render (at batch 1 it is bit-identical to rendering the inversion again).
+            batch = inverter.invert_and_render(image.unsqueeze(0), camera.reshape(1, 25))
+            inversion = batch.inversions[0]
+            session = Session(inversion=inversion, image=image, current=inversion)
+            session.renders[None] = _png(batch.image[0])
+            key = add_session(session)
         return {
             "session": key,
             "camera": how,
