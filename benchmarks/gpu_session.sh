@@ -8,7 +8,8 @@
 #   git --git-dir $G archive HEAD $(git --git-dir $G ls-tree --name-only HEAD | grep -vx 'docs\|.gitmodules') \
 #       | tar -x -C .cache/official/triplanenet
 # Then one device call, carrying that folder (it is gitignored):
-#   run(command="bash benchmarks/gpu_session.sh", carry=[".cache/official"], timeout_s=420)
+#   run(command="bash benchmarks/gpu_session.sh", carry=[".cache/official"], timeout_s=560)
+# (the steps' own limits add up to about 8 minutes; each writes its results before the next one starts)
 # Results land in $OUT (the device tool's folder; outputs/gpu elsewhere): env.txt, parity.txt, side/, bench/,
 # compile/, and a log per step. Uses the machine's own python3 (PyTorch with CUDA) and this checkout's sources.
 #
@@ -28,6 +29,7 @@ if [ "$SMOKE" = 1 ]; then
         --train-depth-samples 4 --workloads psp,inversion,train_step --fast-modes bf16)
     BENCH_ARGS=(--preset tiny --batch-sizes 1,2 --repeats 2 --modes fp32,bf16,channels_last)
     COMPILE_ARGS=(--preset tiny --batch-sizes 1 --repeats 2 --modes fp32,compile --workloads render)
+    OPS_ARGS=(--batch-sizes 1 --repeats 1 --warmup 1 --depth-samples 8 --workloads inversion)
 else
     DEVICE=cuda
     SIDE_ARGS=(--batch-sizes 1,8,32 --train-batch-sizes 1,3 --repeats 5 --warmup 2 --train-amp
@@ -35,6 +37,7 @@ else
     BENCH_ARGS=(--preset ffhq --batch-sizes 1,8,32 --repeats 5 --workloads encode,render,invert
         --modes fp32,bf16,fp16,channels_last,cuda_graphs,bf16+cuda_graphs,fp16+cuda_graphs)
     COMPILE_ARGS=(--preset ffhq --batch-sizes 1 --repeats 5 --workloads invert --modes fp32,compile,bf16+compile)
+    OPS_ARGS=(--batch-sizes 1,8 --repeats 5 --warmup 2 --workloads synthesis,inversion)
 fi
 
 step environment
@@ -44,7 +47,7 @@ cat "$OUT/env.txt" | tail -n 3
 
 if [ "$DEVICE" = cuda ]; then
     step "CPU vs CUDA parity of the full TriPlaneNet forward (bundled model, fp32, TF32 off)"
-    timeout 60 $PY - > "$OUT/parity.txt" 2>&1 <<'PYEOF'
+    timeout 45 $PY - > "$OUT/parity.txt" 2>&1 <<'PYEOF'
 import torch
 from triplanenet.demo import load_default_model
 from triplanenet.eg3d.camera import camera_label
@@ -62,22 +65,30 @@ PYEOF
     cat "$OUT/parity.txt"
 fi
 
-step "same-process side-by-side with the official code (inversion, fast modes, training step)"
-if [ -d .cache/official/triplanenet ]; then
-    timeout 200 $PY benchmarks/official_side_by_side.py --official .cache/official/triplanenet --device $DEVICE \
+OFFICIAL=.cache/official/triplanenet
+step "same-process side-by-side with the official code, its custom ops on the reference path (no build)"
+if [ -d $OFFICIAL ]; then
+    timeout 170 $PY benchmarks/official_side_by_side.py --official $OFFICIAL --device $DEVICE --official-ops ref \
         "${SIDE_ARGS[@]}" --out "$OUT/side" > "$OUT/side.log" 2>&1
     echo "exit $?"; cat "$OUT/side/side_by_side.md" 2>/dev/null || tail -n 20 "$OUT/side.log"
 else
-    echo "no .cache/official/triplanenet: carry an export of anantarb/triplanenet (see the top of this script)"
+    echo "no $OFFICIAL: carry an export of anantarb/triplanenet (see the top of this script)"
 fi
 
 step "benchmark suite (ours, every fast mode but compile)"
-timeout 120 $PY -m triplanenet.cli.main bench --device $DEVICE "${BENCH_ARGS[@]}" --out "$OUT/bench" \
+timeout 100 $PY -m triplanenet.cli.main bench --device $DEVICE "${BENCH_ARGS[@]}" --out "$OUT/bench" \
     > "$OUT/bench.log" 2>&1
 echo "exit $?"; cat "$OUT/bench/bench.md" 2>/dev/null || tail -n 30 "$OUT/bench.log"
 
+step "side-by-side again with the official custom CUDA ops built (JIT; the build falls in the warm-up)"
+if [ -d $OFFICIAL ]; then
+    timeout 90 $PY benchmarks/official_side_by_side.py --official $OFFICIAL --device $DEVICE --official-ops cuda \
+        "${OPS_ARGS[@]}" --out "$OUT/side_cuda_ops" > "$OUT/side_cuda_ops.log" 2>&1
+    echo "exit $?"; cat "$OUT/side_cuda_ops/side_by_side.md" 2>/dev/null || tail -n 20 "$OUT/side_cuda_ops.log"
+fi
+
 step "torch.compile (ours; first call is the compile time)"
-timeout 90 $PY -m triplanenet.cli.main bench --device $DEVICE "${COMPILE_ARGS[@]}" --out "$OUT/compile" \
+timeout 60 $PY -m triplanenet.cli.main bench --device $DEVICE "${COMPILE_ARGS[@]}" --out "$OUT/compile" \
     > "$OUT/compile.log" 2>&1
 echo "exit $?"; cat "$OUT/compile/bench.md" 2>/dev/null || tail -n 30 "$OUT/compile.log"
 step done

@@ -23,9 +23,11 @@ our own fp32 inversion (deterministic rendering on both, max |Δ| and PSNR of th
 ``train_step`` row with our trainer's bf16 autocast (CUDA only; the official coach has no mixed precision).
 
 No files of the official code are imported until ``--official`` is given. ``requests`` (only used by ``dnnlib`` for
-downloads) is replaced by an empty stub module when it is not installed. On the CPU, rosinality's fused StyleGAN2 ops
-(``models.stylegan2.op``, JIT-compiled CUDA code imported by the pSp encoder but not used by it) are replaced by a stub
-that fails if called.
+downloads) is replaced by an empty stub module when it is not installed. rosinality's fused StyleGAN2 ops
+(``models.stylegan2.op``, CUDA code JIT-compiled at import, imported by the pSp encoder but not used by it) are always
+replaced by a stub that fails if called. ``--official-ops ref`` runs EG3D's custom ops (bias_act, upfirdn2d,
+filtered_lrelu) through their reference PyTorch code, as the official code does when they do not build; the default,
+``cuda``, lets them JIT-build on first use (that time falls in the warm-up calls) on a CUDA device.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ def build_ours(device: torch.device, depth_samples: int, seed: int) -> TriPlaneN
 
 def _stylegan2_op_stub() -> types.ModuleType:
     """Stand-in for ``models.stylegan2.op`` (rosinality's fused CUDA ops, JIT-compiled at import). The pSp encoder only
-    imports ``EqualLinear`` through it and never calls the ops (no activation), so on a CPU without a CUDA toolkit a
-    stub that fails loudly when called is enough."""
+    imports ``EqualLinear`` through it and never calls the ops (no activation; its outputs match ours exactly), so a
+    stub that fails loudly when called is enough, on any device."""
 
     def unavailable(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("the official fused StyleGAN2 CUDA ops are stubbed out (CPU run)")
@@ -89,8 +91,16 @@ def _stylegan2_op_stub() -> types.ModuleType:
     return module
 
 
-def import_official(path: Path, stub_stylegan2_ops: bool) -> types.SimpleNamespace:
-    """Import the official modules from a TriPlaneNet checkout (its root goes first on ``sys.path``)."""
+def import_official(path: Path, ops: str = "cuda") -> types.SimpleNamespace:
+    """Import the official modules from a TriPlaneNet checkout (its root goes first on ``sys.path``).
+
+    rosinality's fused StyleGAN2 ops (``models.stylegan2.op``), which the pSp encoder imports but never calls, are
+    always replaced by a stub: on CUDA they would be JIT-compiled at import for nothing. ``ops='ref'`` also makes
+    EG3D's own custom ops (``torch_utils.ops``: bias_act, upfirdn2d, filtered_lrelu) take their reference PyTorch
+    path, as they do when their CUDA build fails; ``'cuda'`` lets them build and run (CUDA devices only).
+    """
+    if ops not in ("cuda", "ref"):
+        raise SystemExit(f"--official-ops must be cuda or ref, got {ops!r}")
     if not (path / "models" / "triplanenet.py").is_file():
         raise SystemExit(f"{path} is not a TriPlaneNet checkout (models/triplanenet.py missing)")
     try:
@@ -98,8 +108,13 @@ def import_official(path: Path, stub_stylegan2_ops: bool) -> types.SimpleNamespa
     except ImportError:
         sys.modules["requests"] = types.ModuleType("requests")
     sys.path.insert(0, str(path))
-    if stub_stylegan2_ops:
-        sys.modules["models.stylegan2.op"] = _stylegan2_op_stub()
+    sys.modules["models.stylegan2.op"] = _stylegan2_op_stub()
+    if ops == "ref":
+        for name in ("bias_act", "upfirdn2d", "filtered_lrelu"):
+            module = importlib.import_module(f"torch_utils.ops.{name}")
+            if not hasattr(module, "_init"):
+                raise SystemExit(f"torch_utils.ops.{name} has no _init(); cannot force its reference path")
+            module._init = lambda: False  # the official code then takes its reference implementation
     return types.SimpleNamespace(
         TriPlaneNet=importlib.import_module("models.triplanenet").TriPlaneNet,
         TriPlaneGenerator=importlib.import_module("models.eg3d.triplane").TriPlaneGenerator,
@@ -303,6 +318,12 @@ def main() -> None:
     parser.add_argument("--train-batch-sizes", default=None, help="batch sizes of train_step (default: --batch-sizes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--official-ops",
+        choices=("cuda", "ref"),
+        default="cuda",
+        help="EG3D's custom CUDA ops in the official code: cuda (JIT-built on first use) or ref (PyTorch reference)",
+    )
+    parser.add_argument(
         "--default-allocator", action="store_true", help="keep glibc's malloc defaults (see perf.tune_cpu_allocator)"
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/side_by_side"))
@@ -312,7 +333,7 @@ def main() -> None:
     if not args.default_allocator:
         tune_cpu_allocator()  # process-wide: both code bases run with it
     device = torch.device(args.device)
-    official = import_official(args.official.resolve(), stub_stylegan2_ops=device.type != "cuda")
+    official = import_official(args.official.resolve(), args.official_ops)
     ours = build_ours(device, args.depth_samples, args.seed)
     theirs = build_official(official, ours, device, args.depth_samples)
     synth_kwargs = {"depth_resolution": 48, "depth_resolution_importance": 48}
@@ -323,6 +344,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "cpu_allocator_threshold": cpu_allocator_threshold(),
         "official": str(args.official),
+        "official_ops": args.official_ops if device.type == "cuda" else "ref (CPU)",
         "depth_samples_inversion": args.depth_samples,
         "depth_samples_training": args.train_depth_samples,
         "repeats": args.repeats,
