@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from triplanenet.bench import _cpu_model, image_accuracy, make_trainer_step
+from triplanenet.bench import _cpu_model, failure_reason, image_accuracy, make_trainer_step
 from triplanenet.eg3d.camera import camera_label
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
@@ -205,14 +205,6 @@ def fast_inversion(model: TriPlaneNet, mode: str, device: torch.device) -> Calla
     return FastRunner(lambda x, c: model(x, c, deterministic=True).image, settings, device)
 
 
-def _failure(exc: BaseException) -> str:
-    """A short reason for a row that could not be measured (out of memory is the expected one at large batches)."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return "out of memory"
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {first}"[:200]
-
-
 def time_side(
     fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int, grad: bool
 ) -> tuple[list[float], int, Any, str | None]:
@@ -231,7 +223,7 @@ def time_side(
     except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        return times, peak, None, _failure(exc)
+        return times, peak, None, failure_reason(exc)
     return times, peak, output, None
 
 

@@ -90,8 +90,10 @@ def test_report_is_written_after_each_row_and_names_failures(tmp_path: Path) -> 
 
 
 def test_failure_reasons_are_one_short_line() -> None:
-    assert side._failure(RuntimeError("CUDA out of memory. Tried\nmore")) == "out of memory"
-    reason = side._failure(ValueError("bad shape\ntraceback details"))
+    from triplanenet.bench import failure_reason
+
+    assert failure_reason(RuntimeError("CUDA out of memory. Tried\nmore")) == "out of memory"
+    reason = failure_reason(ValueError("bad shape\ntraceback details"))
     assert reason == "ValueError: bad shape"
 
 

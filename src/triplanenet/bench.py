@@ -440,6 +440,15 @@ def _run(config: BenchConfig, device: torch.device, log: Callable[[str], None]) 
     return report
 
 
+def failure_reason(exc: BaseException) -> str:
+    """A short reason for a measurement that could not run: ``out of memory`` (the expected one at large batches) or
+    the exception's type and first line."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return "out of memory"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"[:200]
+
+
 def _skip(
     report: BenchReport,
     workload: str,
@@ -450,8 +459,7 @@ def _skip(
     log: Callable[[str], None],
 ) -> None:
     """Record a (workload, batch, mode) that could not run, so one failure does not end a long benchmark."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    reason = "out of memory" if "out of memory" in text.lower() else text[:200]
+    reason = failure_reason(exc)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     report.meta.setdefault("skipped", []).append({"workload": workload, "batch": batch, "mode": mode, "reason": reason})
@@ -593,6 +601,7 @@ __all__ = [
     "BenchConfig",
     "BenchReport",
     "build_preset_model",
+    "failure_reason",
     "image_accuracy",
     "make_trainer_step",
     "report_markdown",

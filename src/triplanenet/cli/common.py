@@ -41,8 +41,9 @@ FastOption = Annotated[
     str | None,
     typer.Option(
         "--fast",
-        help="Fast mode of the encoder pass: bf16, fp16 (CUDA), channels_last, compile, cuda_graphs (CUDA), joined "
-        "by '+', e.g. bf16+cuda_graphs (accuracy: docs/benchmarks.md). Default: exact fp32.",
+        help="Fast mode of the feed-forward inversion (and of invert-video's renders): bf16, fp16 (CUDA), "
+        "channels_last, compile, cuda_graphs (CUDA), joined by '+', e.g. bf16+cuda_graphs (accuracy: "
+        "docs/benchmarks.md). Default: exact fp32.",
     ),
 ]
 

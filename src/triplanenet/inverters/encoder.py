@@ -128,7 +128,8 @@ class TriPlaneNetInverter:
     def invert_and_render(self, images: Sequence[torch.Tensor] | torch.Tensor, cameras: torch.Tensor) -> RenderedBatch:
         """Like :meth:`invert_batch`, and also return what the forward pass already rendered at the input cameras,
         so a caller that shows it (video, web demo) does not render it again. The inversions keep the batch's
-        tri-planes (no second backbone pass), so their renders match ``image`` exactly."""
+        tri-planes (no second backbone pass), so their renders match ``image``: bit for bit at batch 1, to convolution
+        rounding (≈1e-6) in larger batches, where the super-resolution ran batched."""
         labels, result = self._run(images, cameras)
         inversions = self._inversions(labels, result, reuse=True)
         if self.first_branch_only:
