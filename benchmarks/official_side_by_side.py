@@ -49,7 +49,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from triplanenet.bench import _cpu_model, failure_reason, image_accuracy, make_trainer_step
+from triplanenet.bench import (
+    _cpu_model,
+    failure_reason,
+    image_accuracy,
+    make_trainer_step,
+    release_cached_memory,
+)
 from triplanenet.eg3d.camera import camera_label
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
@@ -211,7 +217,7 @@ def time_side(
     """Warm-up calls then ``repeats`` timed calls of one side. Returns (seconds, peak bytes, last warm-up output,
     failure reason or None). A failure (e.g. CUDA out of memory) is caught so the other rows still run."""
     times: list[float] = []
-    peak, output = 0, None
+    peak, output, failed = 0, None, None
     try:
         with torch.set_grad_enabled(grad):
             for _ in range(warmup):
@@ -221,10 +227,11 @@ def time_side(
                 times.append(seconds)
                 peak = max(peak, used)
     except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        return times, peak, None, failure_reason(exc)
-    return times, peak, output, None
+        failed = failure_reason(exc)
+    if failed is None:
+        return times, peak, output, None
+    release_cached_memory(device)  # after the except block: its traceback no longer holds the failed call's tensors
+    return times, peak, None, failed
 
 
 def time_pair(

@@ -393,10 +393,13 @@ def _run(config: BenchConfig, device: torch.device, log: Callable[[str], None]) 
     for workload in config.workloads:
         for batch in config.batch_sizes:
             if workload == "train_step":
+                failed = None
                 try:
                     report.results.append(_bench_train(base, batch, config, device, log))
                 except RuntimeError as exc:
-                    _skip(report, workload, batch, "fp32", exc, device, log)
+                    failed = failure_reason(exc)
+                if failed is not None:
+                    _skip(report, workload, batch, "fp32", failed, device, log)
                 continue
             inputs = synthetic_inputs(base, batch, config.seed + batch, device)
             runners: dict[str, Callable[[], Any]] = {}
@@ -408,13 +411,16 @@ def _run(config: BenchConfig, device: torch.device, log: Callable[[str], None]) 
             firsts: dict[str, float] = {}
             outputs: dict[str, Any] = {}
             for mode, runner in list(runners.items()):
+                failed = None
                 try:
                     for i in range(max(config.warmup, 1)):
                         wall, _cpu, out = _timed(runner, device)
                         if i == 0:
                             firsts[mode] = wall
                 except (RuntimeError, ConfigError) as exc:  # e.g. CUDA out of memory at a large batch
-                    _skip(report, workload, batch, mode, exc, device, log)
+                    failed = failure_reason(exc)
+                if failed is not None:
+                    _skip(report, workload, batch, mode, failed, device, log)
                     del runners[mode]
                     continue
                 outputs[mode] = out
@@ -449,19 +455,24 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:200]
 
 
+def release_cached_memory(device: torch.device) -> None:
+    """Hand the CUDA caching allocator's free blocks back after a failed call (call it outside the ``except`` block,
+    whose traceback still holds the failed call's tensors), so the next measurement starts from a clean slate."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _skip(
     report: BenchReport,
     workload: str,
     batch: int,
     mode: str,
-    exc: BaseException,
+    reason: str,
     device: torch.device,
     log: Callable[[str], None],
 ) -> None:
     """Record a (workload, batch, mode) that could not run, so one failure does not end a long benchmark."""
-    reason = failure_reason(exc)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    release_cached_memory(device)
     report.meta.setdefault("skipped", []).append({"workload": workload, "batch": batch, "mode": mode, "reason": reason})
     log(f"{workload:10s} b={batch:<3d} {mode:22s} skipped: {reason}")
 
@@ -604,6 +615,7 @@ __all__ = [
     "failure_reason",
     "image_accuracy",
     "make_trainer_step",
+    "release_cached_memory",
     "report_markdown",
     "run_benchmark",
     "synthetic_inputs",
