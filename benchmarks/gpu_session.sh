@@ -8,8 +8,8 @@
 #   git --git-dir $G archive HEAD $(git --git-dir $G ls-tree --name-only HEAD | grep -vx 'docs\|.gitmodules') \
 #       | tar -x -C .cache/official/triplanenet
 # Then one device call, carrying that folder (it is gitignored):
-#   run(command="bash benchmarks/gpu_session.sh", carry=[".cache/official"], timeout_s=560)
-# (the steps' own limits add up to about 8 minutes; each writes its results before the next one starts)
+#   run(command="bash benchmarks/gpu_session.sh", carry=[".cache/official"], timeout_s=580)
+# (the steps' own limits add up to about 9 minutes; each writes its results before the next one starts)
 # Results land in $OUT (the device tool's folder; outputs/gpu elsewhere): env.txt, parity.txt, side/, bench/,
 # compile/, and a log per step. Uses the machine's own python3 (PyTorch with CUDA) and this checkout's sources.
 #
@@ -30,6 +30,9 @@ if [ "$SMOKE" = 1 ]; then
     BENCH_ARGS=(--preset tiny --batch-sizes 1,2 --repeats 2 --modes fp32,bf16,channels_last)
     COMPILE_ARGS=(--preset tiny --batch-sizes 1 --repeats 2 --modes fp32,compile --workloads render)
     OPS_ARGS=(--batch-sizes 1 --repeats 1 --warmup 1 --depth-samples 8 --workloads inversion)
+    CHUNK_ARGS=(--preset tiny --batch-sizes 1,2 --repeats 1 --workloads invert --modes fp32)
+    CHUNKS=(4096 65536)
+    CHUNK_LIMIT=30
 else
     DEVICE=cuda
     SIDE_ARGS=(--batch-sizes 1,8,32 --train-batch-sizes 1,3 --repeats 5 --warmup 2 --train-amp
@@ -38,6 +41,9 @@ else
         --modes fp32,bf16,fp16,channels_last,cuda_graphs,bf16+cuda_graphs,fp16+cuda_graphs)
     COMPILE_ARGS=(--preset ffhq --batch-sizes 1 --repeats 5 --workloads invert --modes fp32,compile,bf16+compile)
     OPS_ARGS=(--batch-sizes 1,8 --repeats 5 --warmup 2 --workloads synthesis,inversion)
+    CHUNK_ARGS=(--preset ffhq --batch-sizes 1,32 --repeats 3 --workloads invert --modes fp32)
+    CHUNKS=(262144 1048576 4194304 16777216)
+    CHUNK_LIMIT=20
 fi
 
 step environment
@@ -80,15 +86,22 @@ timeout 100 $PY -m triplanenet.cli.main bench --device $DEVICE "${BENCH_ARGS[@]}
     > "$OUT/bench.log" 2>&1
 echo "exit $?"; cat "$OUT/bench/bench.md" 2>/dev/null || tail -n 30 "$OUT/bench.log"
 
+step "renderer chunk size (ours, fp32 inversion; the CUDA default is 2^22 points)"
+for CHUNK in "${CHUNKS[@]}"; do
+    timeout "$CHUNK_LIMIT" $PY -m triplanenet.cli.main bench --device $DEVICE "${CHUNK_ARGS[@]}" \
+        --points-per-chunk "$CHUNK" --out "$OUT/chunk_$CHUNK" > "$OUT/chunk_$CHUNK.log" 2>&1
+    echo "points/chunk $CHUNK: exit $?"; grep '^| invert' "$OUT/chunk_$CHUNK/bench.md" 2>/dev/null
+done
+
 step "side-by-side again with the official custom CUDA ops built (JIT; the build falls in the warm-up)"
 if [ -d $OFFICIAL ]; then
-    timeout 90 $PY benchmarks/official_side_by_side.py --official $OFFICIAL --device $DEVICE --official-ops cuda \
+    timeout 75 $PY benchmarks/official_side_by_side.py --official $OFFICIAL --device $DEVICE --official-ops cuda \
         "${OPS_ARGS[@]}" --out "$OUT/side_cuda_ops" > "$OUT/side_cuda_ops.log" 2>&1
     echo "exit $?"; cat "$OUT/side_cuda_ops/side_by_side.md" 2>/dev/null || tail -n 20 "$OUT/side_cuda_ops.log"
 fi
 
 step "torch.compile (ours; first call is the compile time)"
-timeout 60 $PY -m triplanenet.cli.main bench --device $DEVICE "${COMPILE_ARGS[@]}" --out "$OUT/compile" \
+timeout 50 $PY -m triplanenet.cli.main bench --device $DEVICE "${COMPILE_ARGS[@]}" --out "$OUT/compile" \
     > "$OUT/compile.log" 2>&1
 echo "exit $?"; cat "$OUT/compile/bench.md" 2>/dev/null || tail -n 30 "$OUT/compile.log"
 step done

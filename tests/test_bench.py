@@ -221,7 +221,9 @@ def test_cpu_allocator_tuning_is_applied_by_the_command_and_can_be_turned_off(tm
     for setting in ("1", "0"):
         out = tmp_path / f"bench{setting}"
         env = dict(os.environ, TRIPLANENET_MALLOC_TUNING=setting, OMP_NUM_THREADS="1")
-        command = [sys.executable, "-m", "triplanenet.cli.main", "bench", "--preset", "tiny", "--batch-sizes", "1",
+        script = Path(sys.executable).with_name("triplanenet")  # the installed console script, as users run it
+        entry = [str(script)] if script.is_file() else [sys.executable, "-m", "triplanenet.cli.main"]
+        command = [*entry, "bench", "--preset", "tiny", "--batch-sizes", "1",
                    "--repeats", "1", "--workloads", "render", "--device", "cpu", "--out", str(out)]  # fmt: skip
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]

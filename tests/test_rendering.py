@@ -512,3 +512,21 @@ def test_renderer_rejects_bad_config_and_inputs() -> None:
     origins, directions = _random_rays(2, 4)
     with pytest.raises(ValueError, match="planes"):
         ImportanceRenderer(SMALL)(planes[:1], decoder, origins, directions)
+
+
+def test_default_chunk_size_depends_on_the_device() -> None:
+    from triplanenet.eg3d.renderer import (
+        DEFAULT_MAX_POINTS_PER_CHUNK,
+        DEFAULT_MAX_POINTS_PER_CHUNK_CUDA,
+        default_points_per_chunk,
+    )
+
+    assert default_points_per_chunk(torch.device("cpu")) == DEFAULT_MAX_POINTS_PER_CHUNK == 1 << 18
+    assert default_points_per_chunk(torch.device("cuda", 0)) == DEFAULT_MAX_POINTS_PER_CHUNK_CUDA == 1 << 22
+    planes, decoder = _random_scene()
+    origins, directions = _random_rays(2, 23)
+    automatic = ImportanceRenderer(SMALL)(planes, decoder, origins, directions, True)
+    explicit = ImportanceRenderer(SMALL, max_points_per_chunk=1 << 18)(planes, decoder, origins, directions, True)
+    assert torch.equal(automatic.features, explicit.features) and torch.equal(automatic.depth, explicit.depth)
+    with pytest.raises(ConfigError, match="positive"):
+        ImportanceRenderer(SMALL, max_points_per_chunk=0)

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from triplanenet.eg3d.renderer import default_points_per_chunk
 from triplanenet.errors import ConfigError
 from triplanenet.model import TriPlaneNet
 from triplanenet.perf import (
@@ -73,6 +74,7 @@ class BenchConfig:
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         threads: ``torch.set_num_threads`` for the whole run (None: PyTorch's default).
         depth_samples: override coarse = fine samples per ray (None: the preset's).
+        points_per_chunk: the renderer's decoded points per chunk (None: its per-device default).
         seed: seed of the random weights and inputs.
     """
 
@@ -85,6 +87,7 @@ class BenchConfig:
     device: str = "cpu"
     threads: int | None = None
     depth_samples: int | None = None
+    points_per_chunk: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -96,6 +99,8 @@ class BenchConfig:
             raise ConfigError("need repeats >= 1 and warmup >= 0")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        if self.points_per_chunk is not None and self.points_per_chunk < 1:
+            raise ConfigError(f"points per chunk must be at least 1, got {self.points_per_chunk}")
         if self.depth_samples is not None and self.depth_samples < 4:
             raise ConfigError(f"depth samples must be at least 4 (for importance sampling), got {self.depth_samples}")
         unknown = [w for w in self.workloads if w not in WORKLOADS]
@@ -380,6 +385,8 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda _m: N
 
 def _run(config: BenchConfig, device: torch.device, log: Callable[[str], None]) -> BenchReport:
     base = build_preset_model(config.preset, device, config.seed, config.depth_samples)
+    if config.points_per_chunk is not None:
+        base.decoder.renderer.max_points_per_chunk = config.points_per_chunk  # copies below inherit it
     settings = {mode: InferenceSettings.from_mode(mode) for mode in config.all_modes}
     # Modes that change the model in place (channels-last, compile) get their own copy; autocast modes share.
     models: dict[tuple[bool, bool], TriPlaneNet] = {(False, False): base}
@@ -540,6 +547,7 @@ def environment_meta(config: BenchConfig, model: TriPlaneNet, device: torch.devi
             "neural_rendering_resolution": gen.neural_rendering_resolution,
             "backbone": f"{gen.backbone_channels}x{gen.backbone_resolution}^2",
             "samples_per_ray": f"{gen.rendering.depth_resolution}+{gen.rendering.depth_resolution_importance}",
+            "points_per_chunk": model.decoder.renderer.max_points_per_chunk or default_points_per_chunk(device),
             "encoder_input": model.config.input_resolution,
             "parameters": sum(p.numel() for p in model.parameters()),
         },
@@ -581,7 +589,7 @@ def report_markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         f"Device: {meta.get('device_name')} ({meta.get('device')}), torch {meta.get('torch')}, "
         f"{meta.get('threads')} threads{_allocator_note(meta)}, preset `{model.get('preset')}` "
         f"({model.get('parameters', 0) / 1e6:.1f} M parameters, {model.get('img_resolution')}² output, "
-        f"{model.get('samples_per_ray')} samples/ray), "
+        f"{model.get('samples_per_ray')} samples/ray, {model.get('points_per_chunk')} points/chunk), "
         f"{meta.get('date_utc')}.",
         "",
         "| workload | batch | mode | median ms | IQR ms | ms/image | images/s | CPU s/image | first call s | peak mem "

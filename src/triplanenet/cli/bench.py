@@ -31,6 +31,9 @@ def bench(
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "auto",
     threads: Annotated[int | None, typer.Option(help="torch.set_num_threads for the run.")] = None,
     depth_samples: Annotated[int | None, typer.Option(help="Override coarse = fine samples per ray.")] = None,
+    points_per_chunk: Annotated[
+        int | None, typer.Option(help="Renderer points per chunk (default: 2^18 on the CPU, 2^22 on CUDA).")
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for bench.json and bench.md.")] = Path(
         "outputs/bench"
     ),
@@ -49,6 +52,7 @@ def bench(
         device=str(resolve_device(device)),
         threads=threads,
         depth_samples=depth_samples,
+        points_per_chunk=points_per_chunk,
     )
     report = run_benchmark(config, log=lambda line: console.print(line, highlight=False))
     json_path, md_path = report.write(out)

@@ -25,6 +25,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _startup() -> None:
+    """Process-wide settings before any command runs (also when ``app`` is the console-script entry point)."""
+    import os
+
+    if os.environ.get("TRIPLANENET_MALLOC_TUNING", "1") != "0":
+        from triplanenet.perf import tune_cpu_allocator
+
+        tune_cpu_allocator()
+
+
 app.command()(demo)
 app.command(no_args_is_help=False)(generate)
 app.command()(invert)
@@ -43,12 +56,6 @@ app.command()(bench)
 
 
 def main() -> None:
-    import os
-
-    if os.environ.get("TRIPLANENET_MALLOC_TUNING", "1") != "0":
-        from triplanenet.perf import tune_cpu_allocator
-
-        tune_cpu_allocator()
     app()
 
 

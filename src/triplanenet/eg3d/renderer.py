@@ -29,7 +29,20 @@ from triplanenet.eg3d.triplane import OSGDecoder, sample_mean_from_planes
 from triplanenet.errors import ConfigError
 
 DEFAULT_MAX_POINTS_PER_CHUNK = 1 << 18
-"""Decoded points per chunk (larger ray batches are split); peak memory well under 1 GB for FFHQ."""
+"""Decoded points per chunk on the CPU (larger ray batches are split): peak memory well under 1 GB for FFHQ, and
+faster than larger chunks there (FFHQ render at 48+48 samples: 2.0 s with 2^18, 2.8 s with 2^22 on 2 threads)."""
+
+DEFAULT_MAX_POINTS_PER_CHUNK_CUDA = 1 << 22
+"""Decoded points per chunk on CUDA: one chunk for a batch-1 FFHQ render at 96+96 samples (16 384 rays × 192 =
+3.1 M points), as the official renderer does it, while batch 32 is split into about 13 chunks instead of needing all
+50 M points at once. Small chunks would cost a GPU dozens of sequential kernel launches per chunk (batch 32 with
+2^18 points would be 390 chunks per render)."""
+
+
+def default_points_per_chunk(device: torch.device) -> int:
+    """The chunk size :class:`ImportanceRenderer` uses when none was given: per device type."""
+    return DEFAULT_MAX_POINTS_PER_CHUNK_CUDA if device.type == "cuda" else DEFAULT_MAX_POINTS_PER_CHUNK
+
 
 TRANSMITTANCE_EPS = 1e-10
 PDF_EPS = 1e-5
@@ -378,12 +391,13 @@ class ImportanceRenderer(nn.Module):
 
     Args:
         config: rendering options (EG3D ``rendering_kwargs``).
-        max_points_per_chunk: memory bound, counted as ``B * rays * (D + N)`` points per chunk.
+        max_points_per_chunk: memory bound, counted as ``B * rays * (D + N)`` points per chunk; None (default)
+            picks one per device at render time (:func:`default_points_per_chunk`).
     """
 
-    def __init__(self, config: RenderingConfig, max_points_per_chunk: int = DEFAULT_MAX_POINTS_PER_CHUNK) -> None:
+    def __init__(self, config: RenderingConfig, max_points_per_chunk: int | None = None) -> None:
         super().__init__()
-        if max_points_per_chunk < 1:
+        if max_points_per_chunk is not None and max_points_per_chunk < 1:
             raise ConfigError(f"max_points_per_chunk must be positive, got {max_points_per_chunk}")
         self.config = config
         self.max_points_per_chunk = max_points_per_chunk
@@ -453,7 +467,8 @@ class ImportanceRenderer(nn.Module):
                 noise_fine = _normal(fine_shape, generator, device, dtype) * cfg.density_noise
 
         # 2. Chunks of rays; the depth clamp bounds are collected over all chunks.
-        rays_per_chunk = max(1, self.max_points_per_chunk // (batch * (num_coarse + num_fine)))
+        limit = self.max_points_per_chunk or default_points_per_chunk(device)
+        rays_per_chunk = max(1, limit // (batch * (num_coarse + num_fine)))
         features, depths, weight_sums = [], [], []
         depth_min = depth_max = None
         for start in range(0, num_rays, rays_per_chunk):
