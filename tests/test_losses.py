@@ -226,7 +226,7 @@ def test_load_identity_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     for key, value in source.state_dict().items():
         assert torch.equal(net.state_dict()[key], value)
 
-    with pytest.raises(CheckpointError, match="does not match the ArcFace"):
+    with pytest.raises(CheckpointError, match="do not fit the ArcFace IR-SE-50"):
         load_identity_network(path, config=IRSEBackboneConfig.tiny(embedding_dim=8))
     with pytest.raises(CheckpointError, match="not found"):
         load_identity_network(tmp_path / "missing.pth")

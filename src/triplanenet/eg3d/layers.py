@@ -107,6 +107,41 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return upfirdn2d(x, f, up=2, padding=(pad0, pad1, pad0, pad1), gain=4.0)
 
 
+def downsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """2x FIR downsampling: (B, C, H, W) -> (B, C, H/2, W/2), DC gain preserved (``f`` sums to 1).
+
+    Equivalent to filtering ``x`` padded by ``(taps - 1) // 2`` before / ``(taps - 2) // 2`` after and keeping every
+    second pixel; computed as one strided depthwise convolution so the discarded pixels are never evaluated.
+    """
+    taps = f.shape[-1]
+    pad_before = (taps - 1) // 2
+    pad_after = (taps - 2) // 2
+    channels = x.shape[1]
+    kernel = f.flip([0, 1]).to(x.dtype)[None, None].repeat(channels, 1, 1, 1)
+    if pad_before != pad_after:
+        x = F.pad(x, [pad_before, pad_after, pad_before, pad_after])
+        return F.conv2d(x, kernel, stride=2, groups=channels)
+    return F.conv2d(x, kernel, stride=2, padding=pad_before, groups=channels)
+
+
+def conv2d_down(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Anti-aliased stride-2 convolution ("same" padding): (B, I, H, W) x (O, I, k, k) -> (B, O, H/2, W/2).
+
+    A k x k kernel is preceded by the FIR low-pass ``f`` (padding k//2 plus the filter's own padding) and then run
+    with stride 2 and no padding; a 1x1 kernel simply convolves the :func:`downsample2d` result.
+    ``weight`` is used as given (apply equalized-LR gains before calling).
+    """
+    kernel_size = weight.shape[-1]
+    weight = weight.to(x.dtype)
+    if kernel_size == 1:
+        return F.conv2d(downsample2d(x, f), weight)
+    taps = f.shape[-1]
+    pad_before = kernel_size // 2 + (taps - 1) // 2
+    pad_after = kernel_size // 2 + (taps - 2) // 2
+    x = upfirdn2d(x, f, padding=(pad_before, pad_after, pad_before, pad_after))
+    return F.conv2d(x, weight, stride=2)
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,

@@ -532,9 +532,15 @@ def load_generator(
 
 
 def check_state_dict(
-    expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str = "checkpoint"
+    expected: dict[str, torch.Tensor],
+    found: dict[str, torch.Tensor],
+    source: str = "checkpoint",
+    what: str = "the generator architecture its config describes",
+    advice: str = "the file is from a different model variant or its init_kwargs are wrong",
 ) -> None:
-    """Raise a one-line :class:`CheckpointError` unless ``found`` has exactly ``expected``'s keys/shapes."""
+    """Raise a one-line :class:`CheckpointError` unless ``found`` has exactly ``expected``'s keys/shapes.
+
+    The message reads ``{source}: the weights do not fit {what} (<first mismatches>); {advice}``."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     mismatched = [
@@ -553,10 +559,7 @@ def check_state_dict(
         if items:
             shown = ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
             parts.append(f"{len(items)} {label}: {shown}")
-    raise CheckpointError(
-        f"{source}: the weights do not fit the generator architecture its config describes "
-        f"({'; '.join(parts)}); the file is from a different model variant or its init_kwargs are wrong"
-    )
+    raise CheckpointError(f"{source}: the weights do not fit {what} ({'; '.join(parts)}); {advice}")
 
 
 def _normalise_latent_avg(file: Path, latent_avg: torch.Tensor, w_dim: int) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Training losses: pixel reconstruction, LPIPS-alex, ArcFace identity, uncertainty-weighted mirror (symmetry) terms
 and the unsup3d ConfNet that predicts the uncertainty map."""
 
+from triplanenet.losses.adversarial import discriminator_logistic_loss, generator_adversarial_loss, r1_penalty
 from triplanenet.losses.confnet import (
     FLIP_SIGMA_CHANNEL,
     ConfNet,
@@ -10,6 +11,7 @@ from triplanenet.losses.confnet import (
     mirror_sigma,
     save_conf_map,
 )
+from triplanenet.losses.discriminator import Discriminator, DiscriminatorConfig
 from triplanenet.losses.identity import (
     IDENTITY_DISABLED,
     IDENTITY_DISABLED_WARNING,
@@ -39,9 +41,13 @@ __all__ = [
     "PSP_FACE_CROP",
     "ConfNet",
     "ConfNetConfig",
+    "Discriminator",
+    "DiscriminatorConfig",
     "IdentityLoss",
     "IdentityLossDisabledWarning",
     "IdentityLossOutput",
+    "discriminator_logistic_loss",
+    "generator_adversarial_loss",
     "l1_loss",
     "l2_loss",
     "laplacian_nll",
@@ -50,6 +56,7 @@ __all__ = [
     "load_identity_network",
     "mirror_sigma",
     "pixel_distance",
+    "r1_penalty",
     "resize_sigma",
     "save_conf_map",
     "scaled_crop",

@@ -165,16 +165,8 @@ def _plain_state_dict(file: Path, obj: Any) -> dict[str, torch.Tensor]:
 
 
 def _check_keys(file: Path, expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> None:
-    missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected]
-    shapes = [k for k, v in expected.items() if k in found and tuple(found[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        parts = [
-            f"{len(items)} {label} (e.g. {items[0]})"
-            for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
-            if items
-        ]
-        raise CheckpointError(
-            f"{file}: does not match the ArcFace IR-SE-50 architecture ({'; '.join(parts)}); "
-            "pass pSp's model_ir_se50.pth"
-        )
+    from triplanenet.io.checkpoints import check_state_dict
+
+    check_state_dict(
+        expected, found, str(file), what="the ArcFace IR-SE-50 architecture", advice="pass pSp's model_ir_se50.pth"
+    )
