@@ -167,7 +167,6 @@ def stage_sigma(steps: int = 400) -> None:
     """
     import torch.nn.functional as F
 
-    from triplanenet.eg3d.camera import mirror_label
     from triplanenet.io.model_checkpoints import load_triplanenet
     from triplanenet.losses.confnet import CONFNET_INPUT_SIZE, ConfNet
     from triplanenet.losses.symmetry import laplacian_nll
@@ -184,10 +183,10 @@ def stage_sigma(steps: int = 400) -> None:
             out = model(
                 x[start : start + 16],
                 cameras[start : start + 16],
-                target_camera=mirror_label(cameras[start : start + 16]),
+                target_camera="mirror",
                 deterministic=True,
             )
-            rendered.append(out.image)
+            rendered.append(out.image_target)
     y_mirror = torch.cat(rendered)
     x_mirror = torch.flip(x, dims=(-1,))
     torch.manual_seed(0)

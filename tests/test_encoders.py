@@ -22,7 +22,6 @@ from triplanenet.encoders import (
     TriPlaneEncoder,
     TriPlaneEncoderConfig,
 )
-from triplanenet.encoders.config import TriPlaneVariant
 from triplanenet.errors import ConfigError, InputImageError
 
 # The official code and ours run the same float32 CPU kernels in the same order, so parity is bit-exact on
@@ -92,15 +91,11 @@ def test_official_state_dict_matches_reference_keys(
         (TriPlaneEncoder, TriPlaneEncoderConfig.official(), 42_106_496),
         (IRSEBackbone, IRSEBackboneConfig.arcface_ir_se50(), 43_797_696),
         (IRSEBackbone, IRSEBackboneConfig.curricularface_ir101(), 65_128_768),
-        # The paper layout with v2's 9-channel input and double PReLUs is exactly the official v2
-        # "upsample" encoder (same parameter count).
-        (
-            TriPlaneEncoder,
-            TriPlaneEncoderConfig.paper(body=IRSEConfig(input_channels=9), double_prelu=True),
-            41_368_416,
-        ),
+        # The reference's parameter counts of the official v2 encoder (upsample / pixelshuffle variants).
+        (TriPlaneEncoder, TriPlaneEncoderConfig.official_v2("nearest"), 41_368_416),
+        (TriPlaneEncoder, TriPlaneEncoderConfig.official_v2("pixelshuffle"), 42_191_168),
     ],
-    ids=["psp", "triplane_v1", "arcface_ir_se50", "curricularface_ir101", "paper_as_v2_upsample"],
+    ids=["psp", "triplane_v1", "arcface_ir_se50", "curricularface_ir101", "v2_nearest", "v2_pixelshuffle"],
 )
 def test_parameter_counts(factory: type[nn.Module], cfg: object, expected: int) -> None:
     assert _n_params(_meta(factory, cfg)) == expected
@@ -178,8 +173,23 @@ def test_triplane_encoder_matches_official(
     torch.testing.assert_close(channel, fixture["triplane_out_channel_stats"].double(), atol=ATOL, rtol=RTOL)
 
 
+def test_v2_triplane_encoder_matches_official() -> None:
+    """The v2 second branch alone: 9-channel input and the first-branch planes; the official module returns
+    planes + residual, ours the residual."""
+    fixture = load_fixture("triplanenet_v2_e2e_seed1.pt")
+    enc = _filled(TriPlaneEncoder, TriPlaneEncoderConfig.official_v2("nearest"), "triplanenet_encoder.")
+    planes = fixture["encoder_planes_small"].repeat_interleave(8, -2).repeat_interleave(8, -1)
+    with torch.no_grad():
+        out = planes + enc(fixture["encoder_x9"], planes)
+    torch.testing.assert_close(out[:, :, ::4, ::4], fixture["encoder_out_stride4"], atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(out[:, :, 120:136, 120:136], fixture["encoder_out_crop"], atol=ATOL, rtol=RTOL)
+    o = out.double()
+    stats = torch.stack([o.mean(), o.std(), o.abs().sum(), o.min(), o.max()])
+    torch.testing.assert_close(stats, fixture["encoder_out_stats"].double(), atol=ATOL, rtol=RTOL)
+
+
 # ------------------------------------------------------------------------------------------------------------
-# Tiny configs, the paper variant, the ArcFace-style backbone
+# Tiny configs, both versions, the ArcFace-style backbone
 
 
 def test_tiny_psp_shapes() -> None:
@@ -199,12 +209,14 @@ def test_tiny_psp_shapes() -> None:
     assert psp.styles[13].linear.weight.grad is not None
 
 
-@pytest.mark.parametrize("variant", ["official_v1", "paper"])
-def test_tiny_triplane_encoder_shapes(variant: TriPlaneVariant) -> None:
-    cfg = TriPlaneEncoderConfig.tiny(variant=variant)
+@pytest.mark.parametrize(
+    ("version", "upsampling"), [(1, "pixelshuffle"), (1, "nearest"), (2, "nearest"), (2, "pixelshuffle")]
+)
+def test_tiny_triplane_encoder_shapes(version: int, upsampling: str) -> None:
+    cfg = TriPlaneEncoderConfig.tiny(version, upsampling)  # type: ignore[arg-type]
     enc = TriPlaneEncoder(cfg).eval()
-    x = torch.randn(2, 6, 64, 64)
-    planes = torch.randn(2, 96, 64, 64) if variant == "paper" else None
+    x = torch.randn(2, 3 * (version + 1), 64, 64)
+    planes = torch.randn(2, 96, 64, 64) if version == 2 else None
     with torch.no_grad():
         out, feats = enc.forward_with_features(x, planes)
     assert out.shape == (2, 96, 64, 64)
@@ -212,27 +224,32 @@ def test_tiny_triplane_encoder_shapes(variant: TriPlaneVariant) -> None:
     assert feats["c2"].shape[-1] == 8 and feats["c3"].shape[-1] == 4
     assert torch.isfinite(out).all()
     keys = set(enc.state_dict())
-    assert ("up1.conv.double_conv.5.weight" in keys) == (variant == "official_v1")
-    assert enc.final_head[0].in_channels == (2 if variant == "official_v1" else 8 + 96)
-    if variant == "paper":
+    head = "final_head" if version == 1 else "final_head_two"
+    assert f"{head}.0.weight" in keys and not any(k.startswith("final_head.") for k in keys if version == 2)
+    assert "up1.conv.double_conv.5.weight" in keys
+    features = 8 // 4 if upsampling == "pixelshuffle" else 8
+    assert enc.output_head[0].in_channels == features + (96 if version == 2 else 0)
+    if version == 2:
         # The planes really feed the output.
         with torch.no_grad():
             other = enc(x, planes + 1.0)
         assert not torch.allclose(out, other)
 
 
-def test_paper_variant_official_size_shapes() -> None:
-    cfg = TriPlaneEncoderConfig.paper()
-    assert cfg.upsampling == "nearest"
-    assert cfg.up_in_channels == (1024, 768, 384, 192)
-    assert cfg.head_in_channels == 160
+@pytest.mark.parametrize("upsampling", ["nearest", "pixelshuffle"])
+def test_v2_official_size_layouts(upsampling: str) -> None:
+    cfg = TriPlaneEncoderConfig.official_v2(upsampling)  # type: ignore[arg-type]
+    nearest = upsampling == "nearest"
+    assert cfg.up_in_channels == ((1024, 768, 384, 192) if nearest else (1024, 384, 224, 128))
+    assert cfg.head_in_channels == (160 if nearest else 120)
     enc = _meta(TriPlaneEncoder, cfg).eval()
     shapes = _shapes(enc)
-    assert shapes["final_head.0.weight"] == (96, 160, 3, 3)
-    assert shapes["up2.conv.double_conv.1.weight"] == (256, 768, 3, 3)
-    assert "up4.conv.double_conv.5.weight" not in shapes
+    assert shapes["input_layer.0.weight"] == (64, 9, 3, 3)
+    assert shapes["final_head_two.0.weight"] == (96, cfg.head_in_channels, 3, 3)
+    assert "final_head.0.weight" not in shapes
+    assert shapes["up2.conv.double_conv.1.weight"] == ((256, 768, 3, 3) if nearest else (384, 384, 3, 3))
     with torch.device("meta"):
-        out, feats = enc.forward_with_features(torch.empty(2, 6, 256, 256), torch.empty(2, 96, 256, 256))
+        out, feats = enc.forward_with_features(torch.empty(2, 9, 256, 256), torch.empty(2, 96, 256, 256))
     assert out.shape == (2, 96, 256, 256)
     assert feats["bottom"].shape == (2, 512, 16, 16)
 
@@ -256,7 +273,8 @@ def test_backbone_embeddings_are_unit_norm() -> None:
     units=st.tuples(*(st.integers(1, 3) for _ in range(4))),
     channels=st.tuples(*(st.sampled_from([4, 8, 12]) for _ in range(4))),
     decoder=st.tuples(*(st.sampled_from([4, 8, 16]) for _ in range(4))),
-    variant=st.sampled_from(["official_v1", "paper"]),
+    version=st.sampled_from([1, 2]),
+    upsampling=st.sampled_from(["pixelshuffle", "nearest"]),
     resolution=st.sampled_from([32, 64]),
     batch=st.integers(1, 3),
 )
@@ -264,14 +282,16 @@ def test_triplane_shapes_property(
     units: tuple[int, int, int, int],
     channels: tuple[int, int, int, int],
     decoder: tuple[int, int, int, int],
-    variant: TriPlaneVariant,
+    version: int,
+    upsampling: str,
     resolution: int,
     batch: int,
 ) -> None:
-    body = IRSEConfig(units=units, channels=channels, se_reduction=4, input_channels=6)
+    body = IRSEConfig(units=units, channels=channels, se_reduction=4, input_channels=3 * (version + 1))
     cfg = TriPlaneEncoderConfig(
         body=body,
-        variant=variant,
+        version=version,  # type: ignore[arg-type]
+        upsampling=upsampling,  # type: ignore[arg-type]
         decoder_channels=decoder,
         head_channels=8,
         input_resolution=resolution,
@@ -279,8 +299,8 @@ def test_triplane_shapes_property(
     assert body.stage_first_index[3] == sum(units[:3]) and body.stage_last_index[3] == sum(units) - 1
     with torch.device("meta"):
         enc = TriPlaneEncoder(cfg).eval()
-        planes = torch.empty(batch, 96, resolution, resolution) if variant == "paper" else None
-        out = enc(torch.empty(batch, 6, resolution, resolution), planes)
+        planes = torch.empty(batch, 96, resolution, resolution) if version == 2 else None
+        out = enc(torch.empty(batch, 3 * (version + 1), resolution, resolution), planes)
     assert out.shape == (batch, 96, resolution, resolution)
     assert len(enc.body) == sum(units)
 
@@ -298,11 +318,13 @@ def test_bad_inputs_raise_clear_errors() -> None:
         tiny(torch.randn(1, 6, 64, 64), torch.randn(1, 96, 64, 64))
     with pytest.raises(InputImageError):
         tiny(torch.randn(1, 3, 64, 64))
-    paper = TriPlaneEncoder(TriPlaneEncoderConfig.tiny(variant="paper"))
+    v2 = TriPlaneEncoder(TriPlaneEncoderConfig.tiny(2))
     with pytest.raises(ConfigError, match="needs the first-branch planes"):
-        paper(torch.randn(1, 6, 64, 64))
+        v2(torch.randn(1, 9, 64, 64))
     with pytest.raises(InputImageError, match="planes"):
-        paper(torch.randn(1, 6, 64, 64), torch.randn(1, 32, 64, 64))
+        v2(torch.randn(1, 9, 64, 64), torch.randn(1, 32, 64, 64))
+    with pytest.raises(InputImageError):
+        v2(torch.randn(1, 6, 64, 64), torch.randn(1, 96, 64, 64))
 
 
 @pytest.mark.parametrize(
@@ -314,7 +336,9 @@ def test_bad_inputs_raise_clear_errors() -> None:
         lambda: PSPEncoderConfig(coarse_ind=8, middle_ind=7),
         lambda: PSPEncoderConfig(input_resolution=100),
         lambda: TriPlaneEncoderConfig(decoder_channels=(512, 384, 256, 98)),
-        lambda: TriPlaneEncoderConfig(variant="v3"),  # type: ignore[arg-type]
+        lambda: TriPlaneEncoderConfig(version=3),  # type: ignore[arg-type]
+        lambda: TriPlaneEncoderConfig(upsampling="bilinear"),  # type: ignore[arg-type]
+        lambda: TriPlaneEncoderConfig(version=2),  # body still reads 6 channels
         lambda: IRSEBackboneConfig(input_size=100),
     ],
 )

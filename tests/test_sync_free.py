@@ -35,9 +35,9 @@ class HostReadRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    model = build_preset_model("tiny", torch.device("cpu"), seed=0)
+@pytest.fixture(scope="module", params=["tiny", "tiny-v2"])
+def tiny(request):
+    model = build_preset_model(request.param, torch.device("cpu"), seed=0)
     return model, synthetic_inputs(model, 2, 0, torch.device("cpu"))
 
 
@@ -69,6 +69,6 @@ def test_encoders_and_render_read_nothing_on_the_host(tiny) -> None:
     with torch.inference_mode(), HostReadRecorder() as recorder:
         ws = model.encode_ws(inputs["x"])
         planes = model.decoder.planes(ws)
-        model.predict_offsets(inputs["x"], inputs["rendered"], planes)
+        model.predict_offsets(inputs["x"], inputs["rendered"], planes, rendered_mirror=inputs["rendered"].flip(-1))
         model.decoder.render(planes, ws, inputs["camera"])
     assert dict(recorder.seen) == {}

@@ -39,7 +39,7 @@ from triplanenet.perf import (
     cpu_allocator_threshold,
 )
 
-PRESETS: tuple[str, ...] = ("tiny", "default", "ffhq")
+PRESETS: tuple[str, ...] = ("tiny", "default", "ffhq", "tiny-v2", "ffhq-v2")
 WORKLOADS: tuple[str, ...] = ("encode", "render", "invert", "train_step")
 RESULT_KEYS: tuple[str, ...] = (
     "workload",
@@ -65,7 +65,8 @@ class BenchConfig:
 
     Attributes:
         preset: ``tiny`` (random tiny model, seconds), ``default`` (the bundled model), ``ffhq`` (official FFHQ
-            sizes, random weights).
+            sizes, random weights); ``tiny-v2`` / ``ffhq-v2``: the same sizes as TriPlaneNet v2 (mirror view, 9-channel
+            second branch).
         batch_sizes: batch sizes to time (latency at 1, throughput at larger ones).
         repeats: timed rounds per (workload, batch); each round calls every mode once.
         warmup: untimed calls per mode before the rounds (the first one is reported as ``first_call_s``).
@@ -76,6 +77,9 @@ class BenchConfig:
         depth_samples: override coarse = fine samples per ray (None: the preset's).
         points_per_chunk: the renderer's decoded points per chunk (None: its per-device default).
         seed: seed of the random weights and inputs.
+        checkpoint: benchmark this model file instead of the preset (our model, an official v1/v2 checkpoint or a
+            training checkpoint); official checkpoints need ``generator``.
+        generator: the EG3D generator file of an official ``checkpoint``.
     """
 
     preset: str = "tiny"
@@ -89,6 +93,8 @@ class BenchConfig:
     depth_samples: int | None = None
     points_per_chunk: int | None = None
     seed: int = 0
+    checkpoint: str | None = None
+    generator: str | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -160,7 +166,8 @@ def _json_default(value: Any) -> Any:
 def build_preset_model(
     preset: str, device: torch.device, seed: int = 0, depth_samples: int | None = None
 ) -> TriPlaneNet:
-    """The benchmark model: tiny random, the bundled default, or FFHQ-size random weights; eval mode, frozen."""
+    """The benchmark model: tiny random, the bundled default, or FFHQ-size random weights (v1, or v2 for the
+    ``-v2`` presets); eval mode, frozen."""
     from triplanenet.eg3d.config import GeneratorConfig
     from triplanenet.eg3d.generator import TriPlaneGenerator
     from triplanenet.model import TriPlaneNetConfig
@@ -171,9 +178,13 @@ def build_preset_model(
         model = load_default_model(device=device)
     else:
         torch.manual_seed(seed)
-        gen_config = GeneratorConfig.tiny() if preset == "tiny" else GeneratorConfig.ffhq512()
+        size, _, version = preset.partition("-")
+        gen_config = GeneratorConfig.tiny() if size == "tiny" else GeneratorConfig.ffhq512()
         generator = TriPlaneGenerator(gen_config)
-        config = TriPlaneNetConfig.tiny(generator=gen_config) if preset == "tiny" else TriPlaneNetConfig.official()
+        if size == "tiny":
+            config = TriPlaneNetConfig.tiny(2 if version == "v2" else 1, generator=gen_config)
+        else:
+            config = TriPlaneNetConfig.official_v2(gen_config) if version == "v2" else TriPlaneNetConfig.official()
         model = TriPlaneNet(config, generator=generator)
         model.set_latent_avg(generator.w_avg)
         model = model.to(device)
@@ -208,7 +219,8 @@ def _workload_fn(model: TriPlaneNet, workload: str) -> tuple[Callable[..., Any],
 
         def encode(x: torch.Tensor, rendered: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
             ws = model.encode_ws(x)
-            offsets = model.predict_offsets(x, rendered, planes)
+            # v2 also reads a render at the mirror camera; the flipped render stands in for it here (same cost).
+            offsets = model.predict_offsets(x, rendered, planes, rendered_mirror=rendered.flip(-1))
             return torch.cat([ws.flatten(1), offsets.flatten(1)], dim=1)
 
         return encode, ("x", "rendered", "planes")
@@ -241,7 +253,8 @@ def make_trainer_step(
     tensors. The model is deep-copied, so the benchmark model is not trained.
 
     Args:
-        mirror: render the mirrored view too (the paper's symmetry prior); False is the official v1 step.
+        mirror: render the mirrored view too (the paper's symmetry prior); False is the official v1 step. A v2 model
+            always gets the mirror inputs (its second branch reads them).
         amp: the trainer's bf16 autocast on CUDA (ignored on the CPU, where training is fp32).
         depth_samples: coarse = fine samples per ray while training (None: the model's own setting).
     """
@@ -278,7 +291,7 @@ def make_trainer_step(
     trainer = Trainer(config, train_model, [], None, criteria, device, log=lambda _m: None)
     inputs = synthetic_inputs(model, batch, seed, device)
     data = {"image": inputs["x"], "camera": inputs["camera"]}
-    if mirror:
+    if mirror or model.uses_mirror:
         data.update(image_mirror=inputs["x"].flip(-1), camera_mirror=mirror_label(inputs["camera"]))
 
     def step() -> None:
@@ -384,7 +397,16 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = lambda _m: N
 
 
 def _run(config: BenchConfig, device: torch.device, log: Callable[[str], None]) -> BenchReport:
-    base = build_preset_model(config.preset, device, config.seed, config.depth_samples)
+    if config.checkpoint is not None:
+        from triplanenet.io.model_checkpoints import load_triplanenet
+
+        base = load_triplanenet(config.checkpoint, generator=config.generator, device=device).requires_grad_(False)
+        if config.depth_samples is not None:
+            base.decoder.set_rendering(
+                depth_resolution=config.depth_samples, depth_resolution_importance=config.depth_samples
+            )
+    else:
+        base = build_preset_model(config.preset, device, config.seed, config.depth_samples)
     if config.points_per_chunk is not None:
         base.decoder.renderer.max_points_per_chunk = config.points_per_chunk  # copies below inherit it
     settings = {mode: InferenceSettings.from_mode(mode) for mode in config.all_modes}
@@ -542,7 +564,8 @@ def environment_meta(config: BenchConfig, model: TriPlaneNet, device: torch.devi
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "config": dataclasses.asdict(config),
         "model": {
-            "preset": config.preset,
+            "preset": config.preset if config.checkpoint is None else Path(config.checkpoint).name,
+            "version": model.version,
             "img_resolution": gen.img_resolution,
             "neural_rendering_resolution": gen.neural_rendering_resolution,
             "backbone": f"{gen.backbone_channels}x{gen.backbone_resolution}^2",

@@ -1,23 +1,30 @@
-"""TriPlaneNet v1: pSp first branch (image -> W+) and a U-Net second branch (residual -> tri-plane offsets).
+"""TriPlaneNet: pSp first branch (image -> W+) and a U-Net second branch (residual -> tri-plane offsets).
 
-Attribute names match the official module (``psp_encoder``, ``triplanenet_encoder``, ``decoder``), so the official
-``triplanenet_final.pth`` state dict loads by name. ``latent_avg`` is a non-persistent buffer (the official checkpoint
-does not store it; it comes from the generator file).
+One class for both released versions; :attr:`TriPlaneEncoderConfig.version` selects:
+
+* v1 (``triplanenet_final.pth``): the second branch reads ``[ŷ, x − ŷ]``;
+* v2, the WACV'24 paper (``triplanenet_v2_final.pth``): the first branch also renders at the mirror camera, and the
+  second branch reads ``[ŷ, x − ŷ, x_m − ŷ_m]`` plus the first-branch tri-planes.
+
+Attribute names match the official modules (``psp_encoder``, ``triplanenet_encoder``, ``decoder``), so the official
+state dicts load by name. ``latent_avg`` is a non-persistent buffer (the official checkpoints do not store it; it
+comes from the generator file).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from triplanenet.eg3d.camera import mirror_label
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import SynthesisOutput, TriPlaneGenerator
-from triplanenet.encoders.config import PSPEncoderConfig, TriPlaneEncoderConfig
+from triplanenet.encoders.config import PSPEncoderConfig, TriPlaneEncoderConfig, TriPlaneNetVersion, Upsampling
 from triplanenet.encoders.psp import GradualStyleEncoder
 from triplanenet.encoders.triplane_unet import TriPlaneEncoder
 from triplanenet.errors import ConfigError, InputImageError
@@ -51,12 +58,33 @@ class TriPlaneNetConfig:
         """Side of the encoder input images (256 for the official model)."""
         return self.psp.input_resolution
 
+    @property
+    def version(self) -> TriPlaneNetVersion:
+        """1 (TriPlaneNet v1) or 2 (TriPlaneNet v2, the paper)."""
+        return self.triplane.version
+
     @classmethod
     def official(cls, generator: GeneratorConfig | None = None) -> TriPlaneNetConfig:
+        """The released TriPlaneNet v1 around ``generator`` (default EG3D ``ffhq512-128``)."""
         return cls(generator=generator or GeneratorConfig.ffhq512())
 
     @classmethod
-    def tiny(cls, variant: str = "official_v1", generator: GeneratorConfig | None = None) -> TriPlaneNetConfig:
+    def official_v2(
+        cls, generator: GeneratorConfig | None = None, upsampling: Upsampling = "nearest"
+    ) -> TriPlaneNetConfig:
+        """The released TriPlaneNet v2 (nearest-neighbour decoder; ``'pixelshuffle'`` for ``--use_pixelshuffle``)."""
+        return cls(
+            generator=generator or GeneratorConfig.ffhq512(),
+            triplane=TriPlaneEncoderConfig.official_v2(upsampling),
+        )
+
+    @classmethod
+    def tiny(
+        cls,
+        version: TriPlaneNetVersion = 1,
+        generator: GeneratorConfig | None = None,
+        upsampling: Upsampling | None = None,
+    ) -> TriPlaneNetConfig:
         """Small encoders (tiny IR-SE bodies) sized for ``generator`` (default: the tiny generator)."""
         gen = generator or GeneratorConfig.tiny()
         res = gen.backbone_resolution
@@ -64,7 +92,8 @@ class TriPlaneNetConfig:
             generator=gen,
             psp=PSPEncoderConfig.tiny(n_styles=gen.num_ws, w_dim=gen.w_dim, input_resolution=res),
             triplane=TriPlaneEncoderConfig.tiny(
-                variant,  # type: ignore[arg-type]
+                version,
+                upsampling,
                 out_channels=gen.backbone_channels,
                 plane_channels=gen.backbone_channels,
                 input_resolution=res,
@@ -78,7 +107,7 @@ class TriPlaneNetConfig:
             return cls(
                 generator=GeneratorConfig.from_dict(data["generator"]),
                 psp=_dataclass_from_dict(PSPEncoderConfig, data["psp"]),
-                triplane=_dataclass_from_dict(TriPlaneEncoderConfig, data["triplane"]),
+                triplane=_dataclass_from_dict(TriPlaneEncoderConfig, _upgrade_triplane_dict(data["triplane"])),
             )
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"invalid TriPlaneNet config: {exc}") from None
@@ -89,6 +118,20 @@ class TriPlaneNetConfig:
             "psp": dataclasses.asdict(self.psp),
             "triplane": dataclasses.asdict(self.triplane),
         }
+
+
+def _upgrade_triplane_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """Configs written before v2 support name the layout ``variant = 'official_v1'``; that is version 1 with
+    PixelShuffle. The former ``'paper'`` guess matches no release and cannot be read."""
+    if "variant" not in data:
+        return data
+    values = {k: v for k, v in data.items() if k != "variant"}
+    if data["variant"] != "official_v1":
+        raise ConfigError(
+            f"tri-plane encoder variant {data['variant']!r} is no longer supported (it matched no released "
+            "checkpoint); retrain with version 2, the official v2 layout"
+        )
+    return {**values, "version": 1, "upsampling": "pixelshuffle"}
 
 
 def _dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -110,28 +153,42 @@ def _dataclass_from_dict(cls: type, data: dict[str, Any]) -> Any:
 
 @dataclass
 class TriPlaneNetOutput:
-    """Result of one TriPlaneNet forward pass (shapes for the official model, B = batch).
+    """Result of one TriPlaneNet forward pass (shapes for the official models, B = batch, S = 256 when resized
+    (default) else 512, r = 128 neural rendering resolution). Images are in about [-1, 1].
 
     Attributes:
-        image: (B, 3, S, S) final render at the target camera, S = 256 when resized (default) else 512; [-1, 1].
-        image_psp: (B, 3, S, S) first-branch render at the input camera (what the second branch corrects).
-        image_raw: (B, 3, 128, 128) final low-resolution volume render.
-        depth: (B, 1, 128, 128) final depth (distance along rays).
+        image: (B, 3, S, S) final render at the input camera (the reconstruction).
+        depth: (B, 1, r, r) its depth (distance along the rays).
+        image_raw: (B, 3, r, r) its low-resolution volume render.
+        image_target: (B, 3, S, S) final render at the target camera (novel view), or None without a target.
+        depth_target: (B, 1, r, r) depth at the target camera, or None.
+        image_psp: (B, 3, 256, 256) first-branch render at the input camera (what the second branch corrects).
+        image_psp_mirror: (B, 3, 256, 256) first-branch render at the mirror camera (v2), or None (v1).
         ws: (B, 14, 512) W+ codes including ``latent_avg`` (carries gradient to the pSp encoder).
-        offsets: (B, 96, 256, 256) tri-plane offsets of the last refinement.
-        synthesis: the full final :class:`SynthesisOutput` (planes, weights, 512² image).
+        offsets: (B, 96, 256, 256) second-branch residual of the last refinement (planes = backbone + offsets).
+        planes: (B, 3, 32, 256, 256) final tri-planes (what the official v2 encoder returns, reshaped).
+        synthesis: the full final :class:`SynthesisOutput` at the input camera (planes, opacity, 512² image).
+        synthesis_target: the same at the target camera, or None.
     """
 
     image: torch.Tensor
-    image_psp: torch.Tensor
-    image_raw: torch.Tensor
     depth: torch.Tensor
+    image_raw: torch.Tensor
+    image_target: torch.Tensor | None
+    depth_target: torch.Tensor | None
+    image_psp: torch.Tensor
+    image_psp_mirror: torch.Tensor | None
     ws: torch.Tensor
     offsets: torch.Tensor
+    planes: torch.Tensor
     synthesis: SynthesisOutput
+    synthesis_target: SynthesisOutput | None
 
-    def __getitem__(self, key: str) -> torch.Tensor:
+    def __getitem__(self, key: str) -> torch.Tensor | None:
         return getattr(self, key)
+
+
+TargetCamera = torch.Tensor | Literal["mirror"] | None
 
 
 class TriPlaneNet(nn.Module):
@@ -148,6 +205,16 @@ class TriPlaneNet(nn.Module):
         self.decoder.eval().requires_grad_(False)
         gen = self.config.generator
         self.register_buffer("latent_avg", torch.zeros(gen.num_ws, gen.w_dim), persistent=False)
+
+    @property
+    def version(self) -> TriPlaneNetVersion:
+        """1 or 2 (see the module docstring)."""
+        return self.config.version
+
+    @property
+    def uses_mirror(self) -> bool:
+        """Whether the second branch reads the mirror view (v2)."""
+        return self.config.version == 2
 
     def train(self, mode: bool = True) -> TriPlaneNet:
         """Encoders follow ``mode``; the generator stays in eval mode (it is frozen)."""
@@ -177,66 +244,145 @@ class TriPlaneNet(nn.Module):
         return F.adaptive_avg_pool2d(image, (size, size))
 
     def predict_offsets(
-        self, x: torch.Tensor, rendered: torch.Tensor, base_planes: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        rendered: torch.Tensor,
+        base_planes: torch.Tensor | None = None,
+        x_mirror: torch.Tensor | None = None,
+        rendered_mirror: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Second branch: offsets (B, 3·C, R, R) from the input x and a render ŷ of the current estimate (both 256²)."""
-        encoder_input = torch.cat([rendered, x - rendered], dim=1)
-        if self.config.triplane.variant == "paper":
-            if base_planes is None:
-                raise ConfigError("the paper variant of the tri-plane encoder needs the first-branch planes")
-            flat = base_planes.reshape(base_planes.shape[0], -1, *base_planes.shape[-2:])
-            return self.triplanenet_encoder(encoder_input, flat)
-        return self.triplanenet_encoder(encoder_input)
+        """Second branch: offsets (B, 3·C, R, R) from the input x and a render ŷ of the current estimate (256²).
+
+        v2 also needs ``base_planes`` (B, 3, C, R, R) and ``rendered_mirror`` (the estimate at the mirror camera);
+        ``x_mirror`` defaults to ``x.flip(-1)``.
+        """
+        if not self.uses_mirror:
+            return self.triplanenet_encoder(torch.cat([rendered, x - rendered], dim=1))
+        if base_planes is None or rendered_mirror is None:
+            raise ConfigError("TriPlaneNet v2's second branch needs the first-branch planes and the mirror render")
+        mirrored = x.flip(-1) if x_mirror is None else x_mirror
+        encoder_input = torch.cat([rendered, x - rendered, mirrored - rendered_mirror], dim=1)
+        flat = base_planes.reshape(base_planes.shape[0], -1, *base_planes.shape[-2:])
+        return self.triplanenet_encoder(encoder_input, flat)
+
+    def render_pair(
+        self,
+        planes: torch.Tensor,
+        ws: torch.Tensor,
+        camera: torch.Tensor,
+        other_camera: torch.Tensor | None,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[SynthesisOutput, SynthesisOutput | None]:
+        """Render tri-planes (B, 3, C, R, R) at ``camera`` and, in the same batched call, at ``other_camera``."""
+        if other_camera is None:
+            return self.decoder.render(planes, ws, camera, deterministic=deterministic, generator=generator), None
+        both = self.decoder.render(
+            torch.cat([planes, planes]),
+            torch.cat([ws, ws]),
+            torch.cat([camera, other_camera.to(camera)]),
+            deterministic=deterministic,
+            generator=generator,
+        )
+        first, second = both.split(planes.shape[0])
+        return first, second
+
+    def refine_offsets(
+        self,
+        x: torch.Tensor,
+        ws: torch.Tensor,
+        planes: torch.Tensor,
+        camera: torch.Tensor,
+        x_mirror: torch.Tensor | None = None,
+        camera_mirror: torch.Tensor | None = None,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Render an estimate (planes (B, 3, C, R, R), codes ws) at ``camera`` (and the mirror camera for v2), then
+        run the second branch on it: its output (B, 3·C, R, R). v2 corrects the planes it reads (result: ``planes``
+        + output); v1 reads only the render and its output is added to the backbone planes."""
+        mirror_camera = (mirror_label(camera) if camera_mirror is None else camera_mirror) if self.uses_mirror else None
+        out, out_mirror = self.render_pair(planes, ws, camera, mirror_camera, deterministic, generator)
+        rendered_mirror = None if out_mirror is None else self.pool_to_input(out_mirror.image)
+        return self.predict_offsets(x, self.pool_to_input(out.image), planes, x_mirror, rendered_mirror)
 
     def forward(
         self,
         x: torch.Tensor,
         camera: torch.Tensor,
-        target_camera: torch.Tensor | None = None,
+        target_camera: TargetCamera = None,
         resize: bool = True,
         cttr: bool = False,
         deterministic: bool = False,
         generator: torch.Generator | None = None,
+        *,
+        x_mirror: torch.Tensor | None = None,
+        camera_mirror: torch.Tensor | None = None,
     ) -> TriPlaneNetOutput:
         """Invert images and render them.
 
         Args:
             x: (B, 3, 256, 256) aligned face crops in [-1, 1].
             camera: (B, 25) EG3D labels of the inputs.
-            target_camera: (B, 25) camera of the final render (novel view); default = ``camera``.
-            resize: average-pool the 512² final render to 256² (as the official training/inference does).
-            cttr: cascaded test-time refinement: render the refined estimate at the input camera, predict offsets
-                again from the new residual (they replace the first ones) and render at the target camera.
+            target_camera: (B, 25) camera of an extra final render (novel view), ``"mirror"`` for the mirror camera
+                (what the official v2 forward renders when given no novel camera), or None for none.
+            resize: average-pool the 512² final renders to 256² (as the official training/inference does).
+            cttr: cascaded test-time refinement: render the refined estimate at the input camera (and, v2, the
+                mirror camera), predict offsets again from the new residual (they replace the first ones).
+                Official for v1; our extension for v2.
             deterministic: deterministic ray sampling (see :meth:`TriPlaneGenerator.synthesis`).
+            x_mirror: v2: the mirror image (B, 3, 256, 256); default ``x.flip(-1)``.
+            camera_mirror: v2: the mirror camera (B, 25); default :func:`~triplanenet.eg3d.camera.mirror_label`.
         """
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != self.config.input_resolution:
             raise InputImageError(
                 f"TriPlaneNet expects (B, 3, {self.config.input_resolution}, {self.config.input_resolution}) images, "
                 f"got {tuple(x.shape)}"
             )
-        target = camera if target_camera is None else target_camera
         render = dict(deterministic=deterministic, generator=generator)
-        # 1. First branch: W+ codes and their render at the input camera. The backbone planes are computed once
-        #    and reused by the second branch (the official code recomputes them from the detached codes).
+        if self.uses_mirror or isinstance(target_camera, str):
+            camera_mirror = mirror_label(camera) if camera_mirror is None else camera_mirror
+        if isinstance(target_camera, str):
+            if target_camera != "mirror":
+                raise ConfigError(f"target_camera must be a (B, 25) tensor, 'mirror' or None, got {target_camera!r}")
+            target_camera = camera_mirror
+        # 1. First branch: W+ codes and their render at the input camera (v2: and at the mirror camera, same call).
+        #    The backbone planes are computed once and reused by the second branch (the official code recomputes
+        #    them from the detached codes).
         ws = self.encode_ws(x)
         base_planes = self.decoder.planes(ws, noise_mode="const")
-        first = self.decoder.render(base_planes, ws, camera, **render)
+        first, first_mirror = self.render_pair(
+            base_planes, ws, camera, camera_mirror if self.uses_mirror else None, **render
+        )
         image_psp = self.pool_to_input(first.image)
+        image_psp_mirror = None if first_mirror is None else self.pool_to_input(first_mirror.image)
         # 2. Second branch on the detached first-branch result.
-        ws_d, planes_d, rendered_d = ws.detach(), base_planes.detach(), image_psp.detach()
-        offsets = self.predict_offsets(x, rendered_d, planes_d)
-        out = self.decoder.render(planes_d + offsets.view_as(planes_d), ws_d, camera if cttr else target, **render)
+        ws_d, planes_d = ws.detach(), base_planes.detach()
+        offsets = self.predict_offsets(
+            x,
+            image_psp.detach(),
+            planes_d,
+            x_mirror,
+            None if image_psp_mirror is None else image_psp_mirror.detach(),
+        )
         if cttr:
-            refined = self.pool_to_input(out.image)
-            offsets = self.predict_offsets(x, refined, planes_d)
-            out = self.decoder.render(planes_d + offsets.view_as(planes_d), ws_d, target, **render)
-        image = self.pool_to_input(out.image) if resize else out.image
+            refined = planes_d + offsets.view_as(planes_d)
+            again = self.refine_offsets(x, ws_d, refined, camera, x_mirror, camera_mirror, **render)
+            offsets = offsets + again if self.uses_mirror else again
+        planes = planes_d + offsets.view_as(planes_d)
+        out, out_target = self.render_pair(planes, ws_d, camera, target_camera, **render)
+        pool = self.pool_to_input if resize else (lambda image: image)
         return TriPlaneNetOutput(
-            image=image,
-            image_psp=image_psp,
-            image_raw=out.image_raw,
+            image=pool(out.image),
             depth=out.image_depth,
+            image_raw=out.image_raw,
+            image_target=None if out_target is None else pool(out_target.image),
+            depth_target=None if out_target is None else out_target.image_depth,
+            image_psp=image_psp,
+            image_psp_mirror=image_psp_mirror,
             ws=ws,
             offsets=offsets,
+            planes=planes,
             synthesis=out,
+            synthesis_target=out_target,
         )

@@ -12,9 +12,12 @@ from triplanenet.cli.common import console, output_folder, parse_int_ranges, res
 
 @user_errors
 def bench(
-    preset: Annotated[str, typer.Option(help="Model: tiny (random, seconds) | default (bundled) | ffhq (random).")] = (
-        "tiny"
-    ),
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="Model: tiny (random, seconds) | default (bundled) | ffhq (random) | tiny-v2 | ffhq-v2 (v2 layouts)."
+        ),
+    ] = "tiny",
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes.")] = "1,8,32",
     repeats: Annotated[int, typer.Option(help="Timed rounds (each round runs every mode once).")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed calls per mode first (the first is reported).")] = 1,
@@ -34,6 +37,11 @@ def bench(
     points_per_chunk: Annotated[
         int | None, typer.Option(help="Renderer points per chunk (default: 2^18 on the CPU, 2^22 on CUDA).")
     ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Benchmark this model instead of a preset (ours, official v1/v2 with --generator, trained)."),
+    ] = None,
+    generator: Annotated[Path | None, typer.Option(help="EG3D generator of an official --checkpoint.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for bench.json and bench.md.")] = Path(
         "outputs/bench"
     ),
@@ -53,6 +61,8 @@ def bench(
         threads=threads,
         depth_samples=depth_samples,
         points_per_chunk=points_per_chunk,
+        checkpoint=None if checkpoint is None else str(checkpoint),
+        generator=None if generator is None else str(generator),
     )
     report = run_benchmark(config, log=lambda line: console.print(line, highlight=False))
     json_path, md_path = report.write(out)

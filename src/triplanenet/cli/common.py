@@ -31,11 +31,20 @@ if TYPE_CHECKING:
 ModelOption = Annotated[
     Path | None, typer.Option("--model", help="Our TriPlaneNet .safetensors (default: the bundled model).")
 ]
-CheckpointOption = Annotated[Path | None, typer.Option(help="Official triplanenet_final.pth (needs --generator).")]
+CheckpointOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Official TriPlaneNet checkpoint, v2 (triplanenet_v2_final.pth, recommended) or v1 "
+        "(triplanenet_final.pth); needs --generator. A triplanenet train checkpoint works too."
+    ),
+]
 GeneratorOption = Annotated[
     Path | None, typer.Option(help="EG3D generator of an official checkpoint (ffhq512-128.pth / .pkl).")
 ]
-PresetOption = Annotated[str | None, typer.Option(help="'tiny': random-weight model, for testing the pipeline.")]
+PresetOption = Annotated[
+    str | None,
+    typer.Option(help="'tiny' (v1) or 'tiny-v2': random-weight models, for testing the pipeline."),
+]
 DeviceOption = Annotated[str, typer.Option(help="cpu | cuda | auto")]
 FastOption = Annotated[
     str | None,
@@ -222,19 +231,22 @@ def load_cli_model(
     if len(chosen) > 1:
         raise TriplaneNetError(
             f"choose one model source, not {' and '.join(chosen)}: --model ours.safetensors, --checkpoint "
-            "triplanenet_final.pth --generator ffhq512-128.pth, --preset tiny, or none for the bundled model"
+            "triplanenet_v2_final.pth --generator ffhq512-128.pth, --preset tiny, or none for the bundled model"
         )
     if generator is not None and checkpoint is None:
-        raise TriplaneNetError("--generator goes with --checkpoint triplanenet_final.pth")
+        raise TriplaneNetError(
+            "--generator goes with --checkpoint triplanenet_v2_final.pth (or v1's triplanenet_final.pth)"
+        )
     if model_path is not None:
         return load_triplanenet(model_path, device=device)
     if checkpoint is not None:
         return load_triplanenet(checkpoint, generator=generator, device=device)
     if preset is not None:
-        if preset != "tiny":
-            raise TriplaneNetError(f"unknown --preset {preset!r}: only 'tiny' (random weights) is available")
+        versions = {"tiny": 1, "tiny-v2": 2}
+        if preset not in versions:
+            raise TriplaneNetError(f"unknown --preset {preset!r}: 'tiny' or 'tiny-v2' (random weights)")
         torch.manual_seed(0)
-        return TriPlaneNet(TriPlaneNetConfig.tiny()).eval().to(device)
+        return TriPlaneNet(TriPlaneNetConfig.tiny(versions[preset])).eval().to(device)  # type: ignore[arg-type]
     from triplanenet.demo import load_default_model
 
     return load_default_model(device)

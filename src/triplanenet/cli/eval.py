@@ -10,7 +10,17 @@ from typing import Annotated, Any
 
 import typer
 
-from triplanenet.cli.common import console, output_folder, parse_floats, resolve_device, user_errors
+from triplanenet.cli.common import (
+    CheckpointOption,
+    GeneratorOption,
+    PresetOption,
+    console,
+    load_cli_model,
+    output_folder,
+    parse_floats,
+    resolve_device,
+    user_errors,
+)
 from triplanenet.errors import ConfigError
 
 
@@ -55,6 +65,9 @@ def eval_command(
     model: Annotated[
         Path | None, typer.Option(help="TriPlaneNet .safetensors / training .pt (default: the bundled model).")
     ] = None,
+    checkpoint: CheckpointOption = None,
+    generator: GeneratorOption = None,
+    preset: PresetOption = None,
     identity_net: Annotated[
         Path | None,
         typer.Option(help="ArcFace model_ir_se50.pth, CurricularFace_Backbone.pth or our identity .safetensors."),
@@ -90,14 +103,7 @@ def eval_command(
     if heads < 1:
         raise ConfigError("--heads must be at least 1")
     torch_device = resolve_device(device)
-    if model is None:
-        from triplanenet.demo import load_default_model
-
-        network = load_default_model(torch_device)
-    else:
-        from triplanenet.io.model_checkpoints import load_triplanenet
-
-        network = load_triplanenet(model, device=torch_device)
+    network = load_cli_model(model, checkpoint, generator, preset, torch_device)
     size = network.decoder.config.img_resolution
     dataset = synthetic_heads(heads, size)[0] if data == "synthetic" else folder_set(data, size, limit=heads)
     identity = load_identity_metric(identity_net)

@@ -105,8 +105,7 @@ def reencode_offsets(model, image: torch.Tensor, camera: torch.Tensor, w: torch.
     x = prepare_image(image, model.config.input_resolution)[None].to(device)
     ws = _broadcast(w.to(device), generator.num_ws)
     planes = generator.planes(ws, noise_mode="const")
-    first = generator.render(planes, ws, camera.reshape(1, 25).to(device), deterministic=True)
-    return model.predict_offsets(x, model.pool_to_input(first.image), planes)
+    return model.refine_offsets(x, ws, planes, camera.reshape(1, 25).to(device), deterministic=True)
 
 
 @dataclass

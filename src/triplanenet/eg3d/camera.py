@@ -73,12 +73,20 @@ LABEL_DIM: int = 25
 
 _V_EPS = 1e-5  # EG3D clamps the polar parameter v to [1e-5, π − 1e-5].
 
+
 # Multiplying a label by this vector mirrors it across the world x = 0 plane (EG3D ``flip_yaw``): entries
 # (0,1), (0,2), (1,0), (2,0) and (0,3) of cam2world change sign, the intrinsics stay.
-MIRROR_SIGNS: torch.Tensor = torch.ones(LABEL_DIM)
-for _row, _col in ((0, 1), (0, 2), (1, 0), (2, 0), (0, 3)):
-    MIRROR_SIGNS[_row * 4 + _col] = -1.0
-del _row, _col
+def _mirror_signs(device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(25,) ±1: −1 at the cam2world entries (0,1), (0,2), (0,3), (1,0), (2,0) of a row-major label.
+
+    Built on ``device`` with in-place fills only, so no host data is copied (safe inside CUDA-graph capture)."""
+    signs = torch.ones(LABEL_DIM, device=device, dtype=dtype)
+    signs[1:5].fill_(-1.0)  # (0,1), (0,2), (0,3) and (1,0)
+    signs[8:9].fill_(-1.0)  # (2,0)
+    return signs
+
+
+MIRROR_SIGNS: torch.Tensor = _mirror_signs()
 
 ScalarOrTensor = float | int | torch.Tensor
 Vec3 = Sequence[float] | torch.Tensor
@@ -330,7 +338,7 @@ def mirror_label(c: torch.Tensor) -> torch.Tensor:
     c = torch.as_tensor(c)
     if c.shape[-1:] != (LABEL_DIM,):
         raise CameraError(f"camera labels must end in 25 numbers, got shape {tuple(c.shape)}")
-    return c * MIRROR_SIGNS.to(device=c.device, dtype=c.dtype)
+    return c * _mirror_signs(c.device, c.dtype)
 
 
 def novel_view_labels(

@@ -6,6 +6,7 @@ The module tree and state-dict keys match the official ``G_ema`` exactly (``back
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +43,12 @@ class SynthesisOutput:
     def __getitem__(self, key: str) -> torch.Tensor:
         """Dict-style access for code written against EG3D's ``synthesis()`` dict."""
         return getattr(self, key)
+
+    def split(self, size: int) -> tuple[SynthesisOutput, ...]:
+        """Split every tensor along the batch into chunks of ``size`` (e.g. two cameras rendered in one call)."""
+        names = [f.name for f in dataclasses.fields(self)]
+        parts = [getattr(self, name).split(size) for name in names]
+        return tuple(SynthesisOutput(**dict(zip(names, chunk, strict=True))) for chunk in zip(*parts, strict=True))
 
 
 class TriPlaneGenerator(nn.Module):

@@ -20,7 +20,8 @@ from typing import Any, Literal
 from triplanenet.errors import ConfigError
 
 IRMode = Literal["ir_se", "ir"]
-TriPlaneVariant = Literal["official_v1", "paper"]
+TriPlaneNetVersion = Literal[1, 2]
+Upsampling = Literal["pixelshuffle", "nearest"]
 
 _UNITS_BY_DEPTH: dict[int, tuple[int, int, int, int]] = {
     50: (3, 4, 14, 3),
@@ -232,39 +233,54 @@ class PSPEncoderConfig:
 
 @dataclass(frozen=True)
 class TriPlaneEncoderConfig:
-    """TriPlaneNet second branch: IR-SE U-Net predicting ``out_channels`` tri-plane offsets at input
-    resolution.
+    """TriPlaneNet second branch: an IR-SE U-Net that predicts ``out_channels`` tri-plane offsets at input resolution.
 
-    ``variant`` selects the decoder:
+    ``version`` selects what the branch reads (both released checkpoints load by key name):
 
-    * ``'official_v1'`` — the released v1 checkpoint: sub-pixel (PixelShuffle) upsampling, ``DoubleConv``
-      blocks ending in two PReLUs, a final PixelShuffle x2 head; the forward pass takes only the 6-channel
-      image tensor.
-    * ``'paper'`` — the supplementary material's description: nearest-neighbour upsampling, blocks ending in
-      one PReLU, and a final step that concatenates the first-branch tri-planes (``plane_channels``) with the
-      upsampled features. Its forward pass needs those planes. No released checkpoint has this layout.
+    * ``1`` — TriPlaneNet v1 (``triplanenet_final.pth``): input ``[ŷ, x − ŷ]`` (6 channels), head ``final_head``
+      on the upsampled decoder features only.
+    * ``2`` — TriPlaneNet v2, the WACV'24 paper (``triplanenet_v2_final.pth``): input ``[ŷ, x − ŷ, x_m − ŷ_m]``
+      (9 channels, ``_m`` = mirror image / render at the mirror camera); the head ``final_head_two`` reads the
+      first-branch tri-planes concatenated in front of the upsampled decoder features.
+
+    Both versions output the residual that is added to the first-branch planes (the official v2 module returns the
+    sum; the model adds it, see :class:`triplanenet.model.TriPlaneNet`).
+
+    ``upsampling`` is how the decoder doubles resolution: ``'pixelshuffle'`` (sub-pixel layout, channels / 4; v1,
+    and v2 trained with ``--use_pixelshuffle``) or ``'nearest'`` (channels kept; v2's default and the paper's).
     """
 
     body: IRSEConfig = field(default_factory=lambda: IRSEConfig(input_channels=6))
-    """Encoder path (IR-SE-50 with a 6-channel input [y_hat, x - y_hat])."""
-    variant: TriPlaneVariant = "official_v1"
-    """``'official_v1'`` (checkpoint layout) or ``'paper'`` (supplementary description)."""
+    """Encoder path (IR-SE-50; 6 input channels for v1, 9 for v2)."""
+    version: TriPlaneNetVersion = 1
+    """1 (TriPlaneNet v1) or 2 (TriPlaneNet v2, the paper)."""
+    upsampling: Upsampling = "pixelshuffle"
+    """``'pixelshuffle'`` or ``'nearest'`` x2 upsampling in the decoder (``up2..up4`` and the step before the head)."""
     decoder_channels: tuple[int, int, int, int] = (512, 384, 256, 96)
-    """Output channels of ``up1..up4``: (512, 384, 256, 96) official v1, (512, 256, 128, 64) paper."""
+    """Output channels of ``up1..up4``: (512, 384, 256, 96) with PixelShuffle, (512, 256, 128, 64) with nearest."""
     head_channels: int = 96
-    """Hidden channels of ``final_head``."""
+    """Hidden channels of the head."""
     out_channels: int = 96
     """Offset channels (3 planes x 32 features for EG3D)."""
     plane_channels: int = 96
-    """``'paper'`` only: channels of the first-branch tri-planes concatenated before ``final_head``."""
+    """v2 only: channels of the first-branch tri-planes concatenated before the head."""
     double_prelu: bool = True
-    """Whether each decoder block ends with two consecutive PReLUs (official code) instead of one (paper)."""
+    """Each decoder block ends with two consecutive PReLUs, as in both released checkpoints."""
     input_resolution: int = 256
     """Side of the square input; the output has the same side."""
 
     def __post_init__(self) -> None:
-        if self.variant not in ("official_v1", "paper"):
-            raise ConfigError(f"TriPlaneEncoderConfig.variant must be 'official_v1' or 'paper', got {self.variant!r}")
+        if isinstance(self.version, bool) or self.version not in (1, 2):
+            raise ConfigError(f"TriPlaneEncoderConfig.version must be 1 or 2, got {self.version!r}")
+        if self.upsampling not in ("pixelshuffle", "nearest"):
+            raise ConfigError(
+                f"TriPlaneEncoderConfig.upsampling must be 'pixelshuffle' or 'nearest', got {self.upsampling!r}"
+            )
+        if self.body.input_channels != self.image_channels:
+            raise ConfigError(
+                f"TriPlaneNet v{self.version}'s second branch reads {self.image_channels} image channels, but the "
+                f"body takes {self.body.input_channels}; set body.input_channels = {self.image_channels}"
+            )
         if len(self.decoder_channels) != 4:
             raise ConfigError(
                 f"TriPlaneEncoderConfig.decoder_channels needs 4 values (up1..up4), got {self.decoder_channels}"
@@ -272,7 +288,7 @@ class TriPlaneEncoderConfig:
         _check_positive("TriPlaneEncoderConfig.decoder_channels", tuple(self.decoder_channels))
         if min(self.head_channels, self.out_channels, self.plane_channels) <= 0:
             raise ConfigError("TriPlaneEncoderConfig: head_channels, out_channels and plane_channels must be positive")
-        if self.variant == "official_v1":
+        if self.upsampling == "pixelshuffle":
             bad = [c for c in self.decoder_channels if c % 4 != 0]
             if bad:
                 raise ConfigError(
@@ -285,13 +301,23 @@ class TriPlaneEncoderConfig:
             )
 
     @property
-    def upsampling(self) -> Literal["pixelshuffle", "nearest"]:
-        """How decoder features are upsampled x2: sub-pixel convolution layout or nearest neighbour."""
-        return "pixelshuffle" if self.variant == "official_v1" else "nearest"
+    def image_channels(self) -> int:
+        """Channels of the image tensor the branch reads: 6 (v1) or 9 (v2, with the mirror residual)."""
+        return 6 if self.version == 1 else 9
+
+    @property
+    def reads_planes(self) -> bool:
+        """Whether the head also reads the first-branch tri-planes (v2)."""
+        return self.version == 2
+
+    @property
+    def head_name(self) -> str:
+        """State-dict name of the head: ``final_head`` (v1) or ``final_head_two`` (v2)."""
+        return "final_head" if self.version == 1 else "final_head_two"
 
     @property
     def up_in_channels(self) -> tuple[int, int, int, int]:
-        """Input channels of ``up1..up4`` = skip + upsampled channels; (1024, 384, 224, 128) official."""
+        """Input channels of ``up1..up4`` = skip + upsampled channels; (1024, 384, 224, 128) with PixelShuffle."""
         skips = (self.body.channels[3], self.body.channels[2], self.body.channels[1], self.body.channels[0])
         deeper = (self.body.channels[3], *self.decoder_channels[:3])
         div = 4 if self.upsampling == "pixelshuffle" else 1
@@ -301,42 +327,37 @@ class TriPlaneEncoderConfig:
 
     @property
     def head_in_channels(self) -> int:
-        """Input channels of ``final_head``: 24 official (96 / 4); paper: decoder_channels[3] +
-        plane_channels."""
-        if self.upsampling == "pixelshuffle":
-            return self.decoder_channels[3] // 4
-        return self.decoder_channels[3] + self.plane_channels
+        """Input channels of the head: the upsampled ``up4`` features (96 / 4 = 24 with PixelShuffle, 64 nearest),
+        plus ``plane_channels`` for v2 (official v2: 120 or 160)."""
+        features = self.decoder_channels[3] // 4 if self.upsampling == "pixelshuffle" else self.decoder_channels[3]
+        return features + (self.plane_channels if self.reads_planes else 0)
 
     @classmethod
     def official(cls, **overrides: Any) -> TriPlaneEncoderConfig:
-        """The released TriPlaneNet v1 second branch (loads ``triplanenet_encoder.*`` of the v1
-        checkpoint)."""
+        """The released TriPlaneNet v1 second branch (loads ``triplanenet_encoder.*`` of the v1 checkpoint)."""
         return dataclasses.replace(cls(), **overrides)
 
     @classmethod
-    def paper(cls, **overrides: Any) -> TriPlaneEncoderConfig:
-        """Full-size variant described in the paper supplement (nearest upsampling, planes at the end)."""
-        base = cls(variant="paper", decoder_channels=(512, 256, 128, 64), double_prelu=False)
+    def official_v2(cls, upsampling: Upsampling = "nearest", **overrides: Any) -> TriPlaneEncoderConfig:
+        """The released TriPlaneNet v2 second branch: nearest-neighbour decoder (512, 256, 128, 64), or with
+        ``upsampling='pixelshuffle'`` (official ``--use_pixelshuffle``) v1's decoder widths (512, 384, 256, 96)."""
+        decoder = (512, 384, 256, 96) if upsampling == "pixelshuffle" else (512, 256, 128, 64)
+        base = cls(body=IRSEConfig(input_channels=9), version=2, upsampling=upsampling, decoder_channels=decoder)
         return dataclasses.replace(base, **overrides)
 
     @classmethod
-    def tiny(cls, variant: TriPlaneVariant = "official_v1", **overrides: Any) -> TriPlaneEncoderConfig:
-        """Tiny U-Net on 64x64 inputs with 96 output channels (EG3D plane layout), either variant."""
-        if variant == "paper":
-            base = cls(
-                body=IRSEConfig.tiny(input_channels=6),
-                variant="paper",
-                decoder_channels=(32, 24, 16, 8),
-                head_channels=32,
-                double_prelu=False,
-                input_resolution=64,
-            )
-        else:
-            base = cls(
-                body=IRSEConfig.tiny(input_channels=6),
-                variant=variant,
-                decoder_channels=(32, 24, 16, 8),
-                head_channels=32,
-                input_resolution=64,
-            )
+    def tiny(
+        cls, version: TriPlaneNetVersion = 1, upsampling: Upsampling | None = None, **overrides: Any
+    ) -> TriPlaneEncoderConfig:
+        """Tiny U-Net on 64x64 inputs with 96 output channels (EG3D plane layout). Upsampling defaults to the
+        version's official default (v1 PixelShuffle, v2 nearest)."""
+        mode: Upsampling = upsampling or ("pixelshuffle" if version == 1 else "nearest")
+        base = cls(
+            body=IRSEConfig.tiny(input_channels=6 if version == 1 else 9),
+            version=version,
+            upsampling=mode,
+            decoder_channels=(32, 24, 16, 8),
+            head_channels=32,
+            input_resolution=64,
+        )
         return dataclasses.replace(base, **overrides)
