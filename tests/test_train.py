@@ -1,8 +1,11 @@
-"""The training loop on the tiny model: losses fall, resume is bit-exact, Ctrl-C saves, DDP with gloo."""
+"""The training loop on the tiny model: losses fall, resume is bit-exact, Ctrl-C saves, DDP with gloo; the v2 recipe
+(mirror inputs, hand-checked losses, the adversarial phase) and fine-tuning from an official-format file."""
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -10,15 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 from triplanenet.eg3d.camera import camera_label
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
+from triplanenet.errors import ConfigError
 from triplanenet.io.model_checkpoints import load_triplanenet
-from triplanenet.train.build import build_criteria, build_datasets, build_generator, build_model
+from triplanenet.losses.symmetry import symmetry_loss_fixed_sigma
+from triplanenet.train.build import build_criteria, build_trainer
 from triplanenet.train.config import load_train_config
 from triplanenet.train.synthetic import generate_synthetic_dataset
-from triplanenet.train.trainer import DistributedContext, Trainer, TrainingError
+from triplanenet.train.trainer import DistributedContext, Trainer, TrainingError, collate
 
 # LPIPS/ID need weight files; the loop itself is what these tests exercise.
 NO_PERCEPTUAL = [
@@ -50,12 +56,7 @@ def _config(dataset_dir: Path, out: Path, *extra: str):
 
 
 def _trainer(config, context: DistributedContext | None = None) -> Trainer:
-    device = torch.device("cpu")
-    generator = build_generator(config, device)
-    model = build_model(config, generator)
-    train_set, val_set = build_datasets(config, model)
-    criteria = build_criteria(config, device, log=lambda _m: None)
-    return Trainer(config, model, train_set, val_set, criteria, device, context, log=lambda _m: None)
+    return build_trainer(config, torch.device("cpu"), context, log=lambda _m: None)
 
 
 def test_losses_fall_and_checkpoints_are_written(dataset_dir: Path, tmp_path: Path) -> None:
@@ -204,3 +205,190 @@ def test_torchrun_uses_the_same_entry_point(dataset_dir: Path, tmp_path: Path) -
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (out / "checkpoints" / "last.pt").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# TriPlaneNet v2
+
+
+def _batch(trainer: Trainer, size: int = 2) -> dict:
+    return collate([trainer.train_set[i] for i in range(size)])
+
+
+def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("version", "mirror"), [(2, 0.1), (2, 0.0), (1, 0.0)], ids=["v2", "v2-no-mirror-loss", "v1-no-mirror-loss"]
+)
+def test_training_updates_both_branches_with_finite_losses(
+    dataset_dir: Path, tmp_path: Path, version: int, mirror: float
+) -> None:
+    mirror_weights = [f"psp_losses.mirror={mirror}", f"triplane_losses.mirror={mirror}"]
+    options = ["max_steps=2", "add_triplanenet=1", "val_fraction=0", f"triplanenet_version={version}"]
+    trainer = _trainer(_config(dataset_dir, tmp_path / "run", *options, *mirror_weights))
+    assert trainer.model.version == version
+    # v2's second branch reads the mirror view even without a mirror loss; v1 without one needs none.
+    assert ("image_mirror" in trainer.train_set[0]) == (version == 2 or mirror > 0)
+    before = {name: _weights(getattr(trainer.model, name)) for name in ("psp_encoder", "triplanenet_encoder")}
+    history: list[dict[str, float]] = []
+    trainer.fit(on_step=lambda _s, logs: history.append(logs))
+    for name, weights in before.items():
+        after = getattr(trainer.model, name).state_dict()
+        assert any(not torch.equal(value, after[key]) for key, value in weights.items()), f"{name} did not train"
+    assert "triplane/smooth_l1" in history[-1]
+    assert ({"psp/symmetry", "triplane/symmetry"} <= set(history[-1])) == (mirror > 0)
+    assert all(math.isfinite(v) for logs in history for v in logs.values())
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_one_step_matches_an_independent_loss_computation(dataset_dir: Path, tmp_path: Path, version: int) -> None:
+    """Both branch losses of one step, recomputed with the model API, the loss functions and the same render RNG
+    (mirror_eps and normalize_mirror set, so they must reach the loss)."""
+    options = ["add_triplanenet=0", "mirror_eps=1.0", "normalize_mirror=true", f"triplanenet_version={version}"]
+    config = _config(dataset_dir, tmp_path / "run", *options)
+    trainer = _trainer(config)
+    batch = _batch(trainer)
+    reference = copy.deepcopy(trainer.model).train()
+    rng = torch.Generator()
+    rng.set_state(trainer.render_rng.get_state())
+    logs = trainer.training_step(batch)
+
+    x, camera = batch["image"], batch["camera"]
+    x_m, camera_m = batch["image_mirror"], batch["camera_mirror"]
+    ones = torch.ones_like(x[:, :1])
+
+    def mirror(y_m: torch.Tensor, kind: str) -> torch.Tensor:
+        return 0.1 * symmetry_loss_fixed_sigma(x_m, y_m, ones, kind, eps=1.0, normalize=True)
+
+    with torch.no_grad():
+        ws = reference.encode_ws(x)
+        planes = reference.decoder.planes(ws)
+        first, first_m = reference.render_pair(planes, ws, camera, camera_m, generator=rng)
+        y, y_m = reference.pool_to_input(first.image), reference.pool_to_input(first_m.image)
+        psp = F.mse_loss(y, x) + mirror(y_m, "l2")
+        offsets = reference.predict_offsets(x, y, planes, x_m, y_m)  # v1 reads [y, x - y] only
+        final, final_m = reference.render_pair(planes + offsets.view_as(planes), ws, camera, camera_m, generator=rng)
+        triplane = F.smooth_l1_loss(reference.pool_to_input(final.image), x) + mirror(
+            reference.pool_to_input(final_m.image), "smooth_l1"
+        )
+    assert logs["psp/total"] == pytest.approx(psp.item(), rel=1e-5)
+    assert logs["triplane/total"] == pytest.approx(triplane.item(), rel=1e-5)
+
+
+def test_mirror_eps_and_normalize_reach_the_symmetry_loss(dataset_dir: Path, tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x_m, y_m = torch.rand(2, 2, 3, 8, 8, generator=generator) * 2 - 1
+    sigma = torch.rand(2, 1, 8, 8, generator=generator) + 0.1
+    plain = build_criteria(_config(dataset_dir, tmp_path), torch.device("cpu"), log=lambda _m: None)
+    official = build_criteria(
+        _config(dataset_dir, tmp_path, "mirror_eps=1", "normalize_mirror=true"), torch.device("cpu"), lambda _m: None
+    )
+    expected = symmetry_loss_fixed_sigma(x_m, y_m, sigma, "smooth_l1", eps=1.0, normalize=True)
+    torch.testing.assert_close(official.symmetry(x_m, y_m, sigma, "smooth_l1"), expected)
+    torch.testing.assert_close(
+        plain.symmetry(x_m, y_m, sigma, "smooth_l1"), symmetry_loss_fixed_sigma(x_m, y_m, sigma, "smooth_l1")
+    )
+    assert not torch.allclose(plain.symmetry(x_m, y_m, sigma, "smooth_l1"), expected)
+
+
+ADVERSARIAL = [
+    "max_steps=5",
+    "add_triplanenet=1",
+    "adversarial=true",
+    "add_discriminator=2",
+    "r1_every=2",
+    "batch_size=1",
+    "batch_size_after_triplanenet=2",
+    "batch_size_after_discriminator=1",
+    "val_fraction=0",
+    "save_every=3",
+]
+
+
+def test_v2_adversarial_phase_resumes_bit_for_bit(dataset_dir: Path, tmp_path: Path) -> None:
+    straight_trainer = _trainer(_config(dataset_dir, tmp_path / "a", *ADVERSARIAL))
+    assert straight_trainer.train_set[0]["image_full"].shape == (3, 128, 128)  # the generator's output resolution
+    assert straight_trainer.discriminator is not None
+    assert straight_trainer.discriminator.config.img_resolution == 128
+    straight: list[dict[str, float]] = []
+    straight_trainer.fit(on_step=lambda _s, logs: straight.append(logs))
+    assert "adv/g" not in straight[1] and {"adv/g", "adv/d", "adv/r1"} <= set(straight[2])
+    assert "adv/r1" not in straight[3] and "adv/r1" in straight[4]  # lazy R1 every 2 steps
+    assert all(math.isfinite(v) for logs in straight for v in logs.values())
+
+    resumed_trainer = _trainer(_config(dataset_dir, tmp_path / "b", *ADVERSARIAL))
+    resumed_trainer.load_checkpoint(tmp_path / "a" / "checkpoints" / "step_00000003.pt")
+    assert resumed_trainer.step == 3
+    resumed: list[dict[str, float]] = []
+    resumed_trainer.fit(on_step=lambda _s, logs: resumed.append(logs))
+    assert resumed == straight[3:]
+    for name in ("model", "discriminator"):
+        expected = getattr(straight_trainer, name).state_dict()
+        for key, value in getattr(resumed_trainer, name).state_dict().items():
+            assert torch.equal(value, expected[key]), f"{name}.{key}"
+
+    # Fake cameras: a random training pose half of the time, else the input or the mirror camera.
+    camera, camera_m = torch.zeros(2, 25), torch.ones(2, 25)
+    picks = [straight_trainer._fake_camera(camera, camera_m) for _ in range(400)]
+    own = sum(p is camera for p in picks) / 400, sum(p is camera_m for p in picks) / 400
+    assert 0.17 < own[0] < 0.33 and 0.17 < own[1] < 0.33
+    poses = straight_trainer.poses
+    assert all((pose == poses).all(1).any() for p in picks if p is not camera and p is not camera_m for pose in p)
+
+
+def _official_ranger(state: dict) -> dict:
+    """Our Ranger state dict as the official Ranger writes it (no radam_buffer, its own group keys)."""
+    group = dict(state["param_groups"][0])
+    group["N_sma_threshhold"] = group.pop("n_sma_threshold")
+    group["step_counter"] = 0
+    return {"state": state["state"], "param_groups": [group]}
+
+
+def test_fine_tuning_from_an_official_format_checkpoint(dataset_dir: Path, tmp_path: Path) -> None:
+    options = ["max_steps=2", "add_triplanenet=0", "adversarial=true", "add_discriminator=0", "val_fraction=0"]
+    source = _trainer(_config(dataset_dir, tmp_path / "a", *options))
+    source.fit()
+    assert source.discriminator is not None and source.discriminator_optimizer is not None
+    official = {
+        "state_dict": source.model.state_dict(),
+        "opts": {"use_pixelshuffle": False, "use_discriminator": True},
+        "step": 1_500_000,
+        "best_val_loss": 0.1,
+        "psp_optimizer": _official_ranger(source.psp_optimizer.state_dict()),
+        "triplane_optimizer": _official_ranger(source.triplane_optimizer.state_dict()),
+        "dis_state_dict": source.discriminator.state_dict(),
+        "dis_optimizer": source.discriminator_optimizer.state_dict(),
+    }
+    path = tmp_path / "triplanenet_v2_final.pth"
+    torch.save(official, path)
+
+    trainer = _trainer(_config(dataset_dir, tmp_path / "b", *options, f"init_checkpoint={path}", "lr_psp=5e-4"))
+    assert trainer.step == 0
+    for name in ("model", "discriminator"):
+        expected = getattr(source, name).state_dict()
+        for key, value in getattr(trainer, name).state_dict().items():
+            assert torch.equal(value, expected[key]), f"{name}.{key}"
+    for mine, theirs in (
+        (trainer.psp_optimizer, source.psp_optimizer),
+        (trainer.triplane_optimizer, source.triplane_optimizer),
+        (trainer.discriminator_optimizer, source.discriminator_optimizer),
+    ):
+        params = [p for g in mine.param_groups for p in g["params"]]
+        source_params = [p for g in theirs.param_groups for p in g["params"]]
+        for p, q in zip(params, source_params, strict=True):
+            for key in ("exp_avg", "exp_avg_sq"):
+                assert torch.equal(mine.state[p][key], theirs.state[q][key])
+    assert trainer.psp_optimizer.param_groups[0]["lr"] == 5e-4  # the run's learning rate, not the file's
+    logs = trainer.training_step(_batch(trainer))
+    assert all(math.isfinite(v) for v in logs.values())
+
+    broken = dict(official, triplane_optimizer=copy.deepcopy(official["triplane_optimizer"]))
+    first = next(iter(broken["triplane_optimizer"]["state"].values()))
+    first["exp_avg"] = first["exp_avg"][..., :1]
+    torch.save(broken, path)
+    with pytest.raises(TrainingError, match="moments of"):
+        _trainer(_config(dataset_dir, tmp_path / "c", *options, f"init_checkpoint={path}"))
+    with pytest.raises(ConfigError, match="triplanenet_version"):
+        _trainer(_config(dataset_dir, tmp_path / "d", f"init_checkpoint={path}", "triplanenet_version=1"))

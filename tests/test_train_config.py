@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from triplanenet.errors import ConfigError
 from triplanenet.train.config import TrainConfig, load_train_config
-from triplanenet.train.sampler import StepBatchSampler
+from triplanenet.train.sampler import BatchSchedule, StepBatchSampler
 
 
 def test_presets_hold_the_paper_and_code_values() -> None:
@@ -18,9 +18,56 @@ def test_presets_hold_the_paper_and_code_values() -> None:
     assert (paper.batch_size, paper.add_triplanenet, paper.stop_psp, paper.max_steps) == (3, 20_000, 500_000, 1_500_000)
     assert paper.psp_losses.lpips_weight == 1.0 and paper.psp_losses.mirror == 0.1
     assert paper.triplane_losses.pixel == "smooth_l1" and paper.triplane_losses.lpips_weight == 1.0
+    assert paper.triplanenet_version == 2 and paper.mirror_eps == 0.0 and not paper.adversarial
     code = load_train_config("official_v1")
     assert code.psp_losses.lpips_weight == 0.8 and code.triplane_losses.lpips_weight == 0.1
     assert not code.uses_mirror and code.batch_size == 4 and code.max_steps == 1_000_000
+    assert code.triplanenet_version == 1
+
+
+def test_v2_preset_is_the_official_train_options_v2() -> None:
+    """Every default of the official ``options/train_options_v2.py`` that has a counterpart here."""
+    v2 = load_train_config("v2")
+    assert v2.triplanenet_version == 2 and v2.upsampling is None  # no --use_pixelshuffle: nearest
+    assert (v2.batch_size, v2.add_triplanenet, v2.stop_psp, v2.max_steps) == (3, 20_000, 500_000, 1_500_000)
+    assert v2.batch_changes() == [(20_000, 3), (500_000, 3)]  # every phase batch 3
+    assert (v2.lr_psp, v2.lr_triplane, v2.optimizer) == (1e-4, 1e-4, "ranger")
+    psp, tri = v2.psp_losses, v2.triplane_losses
+    assert (psp.pixel, psp.pixel_weight, psp.lpips_weight, psp.id_weight) == ("l2", 1.0, 0.8, 0.1)
+    assert (tri.pixel, tri.pixel_weight, tri.lpips_weight, tri.id_weight) == ("smooth_l1", 1.0, 0.8, 0.1)
+    for branch in (psp, tri):  # mirror_lambda and the *_mirror lambdas
+        mirror_terms = (branch.mirror, branch.symmetry_weight, branch.mirror_lpips_weight, branch.mirror_id_weight)
+        assert mirror_terms == (0.1, 1.0, 0.8, 0.1)
+    assert v2.mirror_eps == 1.0 and not v2.normalize_mirror and v2.confidence == "maps"  # EPS = 1, conf maps
+    assert not v2.adversarial and v2.add_discriminator == 600_000 and v2.lr_discriminator == 1e-4
+    assert (v2.adv_weight, v2.r1_gamma, v2.r1_every) == (0.005, 10.0, 16)
+    assert (v2.log_every, v2.image_every, v2.val_every, v2.save_every) == (50, 100, 10_000, 100_000)
+    with_critic = load_train_config("v2", ["adversarial=true", "batch_size_after_discriminator=2"])
+    assert with_critic.batch_changes() == [(20_000, 3), (500_000, 3), (600_000, 2)]
+
+
+def test_phase_batch_sizes_follow_the_boundaries() -> None:
+    config = load_train_config(
+        "tiny",
+        [
+            "add_triplanenet=10",
+            "stop_psp=30",
+            "adversarial=true",
+            "add_discriminator=20",
+            "batch_size_after_triplanenet=4",
+            "batch_size_after_pspstop=1",
+        ],
+    )
+    # None keeps the previous phase's size (the discriminator phase keeps 4).
+    assert config.batch_changes() == [(10, 4), (20, 4), (30, 1)]
+    schedule = BatchSchedule.from_changes(config.batch_size, config.batch_changes())
+    assert schedule.phases == ((0, 2), (10, 4), (30, 1))  # equal neighbours merge
+    assert [schedule.at(s) for s in (0, 9, 10, 29, 30, 99)] == [2, 2, 4, 4, 1, 1]
+    assert BatchSchedule.from_changes(3, [(0, 5), (7, 2)]).phases == ((0, 5), (7, 2))  # a change at step 0 wins
+    with pytest.raises(ConfigError, match="batch size"):
+        BatchSchedule(((0, 0),))
+    with pytest.raises(ConfigError, match="increasing"):
+        BatchSchedule(((0, 1), (0, 2)))
 
 
 def test_overrides_and_files(tmp_path: Path) -> None:
@@ -74,6 +121,30 @@ def test_sampler_resume_gives_the_same_batches(num_items: int, batch_size: int, 
     assert all(len(batch) == batch_size for batch in full)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    num_items=st.integers(6, 30),
+    sizes=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+    gaps=st.lists(st.integers(1, 12), min_size=2, max_size=2),
+    seed=st.integers(0, 100),
+    resume=st.integers(0, 40),
+)
+def test_phased_sampler_resumes_and_switches_at_the_boundaries(
+    num_items: int, sizes: list[int], gaps: list[int], seed: int, resume: int
+) -> None:
+    changes = [(sum(gaps[: i + 1]), size) for i, size in enumerate(sizes[1:])]
+    schedule = BatchSchedule.from_changes(sizes[0], changes)
+    full = list(StepBatchSampler(num_items, schedule, seed, 0, 40))
+    assert list(StepBatchSampler(num_items, schedule, seed, resume, 40)) == full[resume:]
+    assert [len(batch) for batch in full] == [schedule.at(step) for step in range(40)]
+    sampler = StepBatchSampler(num_items, schedule, seed, 0, 40)
+    by_epoch: dict[int, list[int]] = {}
+    for step, batch in enumerate(full):
+        by_epoch.setdefault(sampler.batch_position(step)[0], []).extend(batch)
+    for items in by_epoch.values():  # an epoch is (part of) one permutation: no item twice
+        assert len(items) == len(set(items))
+
+
 def test_sampler_epochs_cover_the_data_and_ranks_are_disjoint() -> None:
     sampler = StepBatchSampler(12, 3, seed=1, start_step=0, max_steps=4)
     assert sorted(i for batch in sampler for i in batch) == list(range(12))
@@ -82,3 +153,11 @@ def test_sampler_epochs_cover_the_data_and_ranks_are_disjoint() -> None:
     assert sorted(i for b in rank0 + rank1 for i in b) == list(range(12))
     with pytest.raises(ValueError, match="fewer than one global batch"):
         StepBatchSampler(3, 2, 0, 0, 1, world_size=2)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        StepBatchSampler(5, BatchSchedule(((0, 2), (4, 3))), 0, 0, 6, world_size=2)  # a later phase's batch counts
+    assert len(StepBatchSampler(5, BatchSchedule(((0, 2), (4, 3))), 0, 0, 4, world_size=2)) == 4  # ...if it runs
+    phased = BatchSchedule(((0, 2), (3, 3)))
+    rank0 = list(StepBatchSampler(12, phased, 1, 0, 5, rank=0, world_size=2))
+    rank1 = list(StepBatchSampler(12, phased, 1, 0, 5, rank=1, world_size=2))
+    for step in range(5):
+        assert not set(rank0[step]) & set(rank1[step]) and len(rank0[step]) == phased.at(step)

@@ -34,19 +34,15 @@ def _distributed_context(device_name: str):
 
 def run_training(config_source: str, overrides: list[str], resume: str | None, device_name: str) -> dict[str, float]:
     """Python entry point behind the command (also used by tests)."""
-    from triplanenet.train.build import build_criteria, build_datasets, build_generator, build_model
+    from triplanenet.train.build import build_trainer
     from triplanenet.train.config import load_train_config
-    from triplanenet.train.trainer import Trainer
 
     config = load_train_config(config_source, overrides)
     output_folder(Path(config.out), "out")
     context, device = _distributed_context(device_name)
     log = console.print if context.is_main else (lambda _message: None)
-    generator = build_generator(config, device)
-    model = build_model(config, generator)
-    train_set, val_set = build_datasets(config, model)
-    criteria = build_criteria(config, device, log)
-    trainer = Trainer(config, model, train_set, val_set, criteria, device, context, log=log)
+    trainer = build_trainer(config, device, context, log)
+    train_set, val_set = trainer.train_set, trainer.val_set
     if resume:
         path = Path(config.out) / "checkpoints" / "last.pt" if resume == "auto" else Path(resume)
         if resume == "auto" and not path.is_file():
@@ -64,17 +60,20 @@ def run_training(config_source: str, overrides: list[str], resume: str | None, d
 
 @user_errors
 def train(
-    config: Annotated[str, typer.Argument(help="Preset (paper | official_v1 | tiny) or a .toml/.json config file.")],
+    config: Annotated[
+        str, typer.Argument(help="Preset (paper | v2 | official_v1 | tiny) or a .toml/.json config file.")
+    ],
     override: Annotated[
         list[str] | None, typer.Option("--override", "-O", help="key=value, e.g. data=ffhq/ or psp_losses.mirror=0.")
     ] = None,
     resume: Annotated[str | None, typer.Option(help="Checkpoint to resume from, or 'auto' for <out>/last.pt.")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
 ) -> None:
-    """Train the TriPlaneNet encoders (both branches, paper schedule). Multi-GPU: torchrun --nproc_per_node N
-    -m triplanenet.cli.main train CONFIG.
+    """Train the TriPlaneNet encoders (v2 by default; both branches, optional discriminator phase). Multi-GPU:
+    torchrun --nproc_per_node N -m triplanenet.cli.main train CONFIG.
 
-    Example: triplanenet train paper -O data=datasets/ffhq -O generator=ffhq512-128.pth -O irse50=model_ir_se50.pth
+    Example: triplanenet train v2 -O data=datasets/ffhq -O generator=ffhq512-128.pth -O irse50=model_ir_se50.pth
+    -O adversarial=true -O discriminator=discriminator.pth
     """
     logs = run_training(config, list(override or []), resume, device)
     console.print("done: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items())))

@@ -219,6 +219,11 @@ def _conf_problem(shape: tuple[int, ...], dtype: np.dtype) -> str | None:
     return None
 
 
+def _check_side(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer (e.g. 256), got {value!r}")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Dataset
 
@@ -229,6 +234,8 @@ class FaceDataset(Dataset):
     Args:
         root: dataset folder (or ``.zip``) holding ``dataset.json``; see the module docstring for the layout.
         resolution: side R of the returned images (and confidence maps); images of any size are resized.
+        full_resolution: also return ``image_full``, the image at this side (the generator's output resolution:
+            the real images of v2's discriminator), or None.
         mirror: also return the horizontally flipped image and the mirrored camera (TriPlaneNet v2).
         confidence_maps: also return the confidence maps ``conf_map/<image stem>.npy`` (TriPlaneNet v2); the
             conf maps of all images must exist.
@@ -246,6 +253,7 @@ class FaceDataset(Dataset):
 
     * ``image``: (3, R, R) float32 in [-1, 1]; ``camera``: (25,) float32 label; ``name``: the file name relative
       to the root, without extension (the official ``fname``).
+    * with ``full_resolution``: ``image_full`` (3, F, F) float32 in [-1, 1], the same image resized to F.
     * with ``mirror``: ``image_mirror`` (``image`` flipped left-right) and ``camera_mirror``
       (:func:`~triplanenet.eg3d.camera.mirror_label` of ``camera``).
     * with ``confidence_maps``: ``confidence`` (1, R, R) float32 σ ≥ 0 as stored (the un-mirrored map; larger
@@ -270,9 +278,11 @@ class FaceDataset(Dataset):
         val_names: Sequence[str] | None = None,
         seed: int = 0,
         antialias: bool = True,
+        full_resolution: int | None = None,
     ) -> None:
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-            raise ConfigError(f"resolution must be a positive integer (e.g. 256), got {resolution!r}")
+        _check_side("resolution", resolution)
+        if full_resolution is not None:
+            _check_side("full_resolution", full_resolution)
         if split not in ("train", "val", "all"):
             raise ConfigError(f"split must be 'train', 'val' or 'all', got {split!r}")
         if not 0.0 <= val_fraction < 1.0:
@@ -283,6 +293,7 @@ class FaceDataset(Dataset):
             raise ConfigError("val_names must be a list of names, not a single string")
         self.root = Path(root)
         self.resolution = resolution
+        self.full_resolution = full_resolution
         self.mirror = bool(mirror)
         self.confidence_maps = bool(confidence_maps)
         self.split = split
@@ -397,8 +408,8 @@ class FaceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def _resize(self, x: torch.Tensor) -> torch.Tensor:
-        size = self.resolution
+    def _resize(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        size = self.resolution if size is None else size
         if x.shape[-2:] == (size, size):
             return x
         if self.antialias:
@@ -439,9 +450,12 @@ class FaceDataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} images")
         index = index % len(self)
         file = self.files[index]
-        image = self._resize(self._load_image(file))
+        loaded = self._load_image(file)
+        image = self._resize(loaded)
         camera = self.cameras[index].clone()
         item: dict[str, Any] = {"image": image, "camera": camera, "name": self.names[index]}
+        if self.full_resolution is not None:
+            item["image_full"] = self._resize(loaded, self.full_resolution)
         if self.mirror:
             item["image_mirror"] = image.flip(-1)
             item["camera_mirror"] = mirror_label(camera)

@@ -1,7 +1,9 @@
-"""Assemble a training run from a :class:`TrainConfig`: generator, model, datasets, loss functions."""
+"""Assemble a training run from a :class:`TrainConfig`: generator, model, datasets, loss functions, discriminator."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,9 +13,11 @@ from torch.utils.data import ConcatDataset, Dataset
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
 from triplanenet.errors import ConfigError
+from triplanenet.losses.discriminator import Discriminator, DiscriminatorConfig
 from triplanenet.model import TriPlaneNet, TriPlaneNetConfig
 from triplanenet.train.config import TrainConfig
-from triplanenet.train.trainer import Criteria
+from triplanenet.train.official import read_official_checkpoint
+from triplanenet.train.trainer import Criteria, DistributedContext, Trainer
 
 
 def build_generator(config: TrainConfig, device: torch.device) -> TriPlaneGenerator:
@@ -32,36 +36,88 @@ def build_generator(config: TrainConfig, device: torch.device) -> TriPlaneGenera
 
 
 def build_model(config: TrainConfig, generator: TriPlaneGenerator) -> TriPlaneNet:
-    """TriPlaneNet around ``generator``: from ``init_checkpoint``, else fresh encoders (IR-SE-50 init if given)."""
+    """TriPlaneNet around ``generator``: from ``init_checkpoint``, else fresh encoders (IR-SE-50 init if given).
+
+    ``init_checkpoint`` may be our model / training checkpoint (its own config) or an official TriPlaneNet file (v1 or
+    v2, told from its keys; with ``model = tiny`` its weights must fit the tiny encoders). Its version must be
+    ``triplanenet_version``.
+    """
     if config.init_checkpoint:
-        from triplanenet.io.model_checkpoints import load_triplanenet
-
-        model = load_triplanenet(config.init_checkpoint, generator=generator)
-        model.decoder = generator
+        model = _initial_model(config, generator)
+        if model.version != config.triplanenet_version:
+            raise ConfigError(
+                f"init_checkpoint {config.init_checkpoint} is a TriPlaneNet v{model.version} model but "
+                f"triplanenet_version = {config.triplanenet_version}; set triplanenet_version={model.version}"
+            )
+        if config.upsampling not in (None, model.config.triplane.upsampling):
+            raise ConfigError(
+                f"init_checkpoint {config.init_checkpoint} has the {model.config.triplane.upsampling} decoder but "
+                f"upsampling = {config.upsampling}; drop the upsampling option"
+            )
         return model
-    if config.model == "tiny":
-        model_config = TriPlaneNetConfig.tiny(config.triplane_variant, generator=generator.config)
-    else:
-        from triplanenet.encoders.config import TriPlaneEncoderConfig
-
-        triplane = (
-            TriPlaneEncoderConfig.official()
-            if config.triplane_variant == "official_v1"
-            else TriPlaneEncoderConfig.paper()
-        )
-        model_config = TriPlaneNetConfig(generator=generator.config, triplane=triplane)
     torch.manual_seed(config.seed)
-    model = TriPlaneNet(model_config, generator=generator)
-    latent_avg = getattr(generator, "latent_avg", None)
-    model.set_latent_avg(latent_avg if latent_avg is not None else generator.w_avg)
+    model = TriPlaneNet(_model_config(config, generator), generator=generator)
+    _set_latent_avg(model, generator)
     if config.irse50:
         initialise_from_arcface(model, config.irse50)
     return model
 
 
+def _model_config(config: TrainConfig, generator: TriPlaneGenerator) -> TriPlaneNetConfig:
+    if config.model == "tiny":
+        return TriPlaneNetConfig.tiny(config.triplanenet_version, generator.config, config.upsampling)
+    if config.triplanenet_version == 2:
+        return TriPlaneNetConfig.official_v2(generator.config, config.upsampling or "nearest")
+    if config.upsampling not in (None, "pixelshuffle"):
+        raise ConfigError("TriPlaneNet v1 uses PixelShuffle upsampling; drop upsampling or use version 2")
+    return TriPlaneNetConfig.official(generator.config)
+
+
+def _set_latent_avg(model: TriPlaneNet, generator: TriPlaneGenerator) -> None:
+    latent_avg = getattr(generator, "latent_avg", None)
+    model.set_latent_avg(latent_avg if latent_avg is not None else generator.w_avg)
+
+
+def _initial_model(config: TrainConfig, generator: TriPlaneGenerator) -> TriPlaneNet:
+    from triplanenet.io.model_checkpoints import load_triplanenet
+
+    path = str(config.init_checkpoint)
+    official = read_official_checkpoint(path) if config.model == "tiny" else None
+    if official is None:
+        model = load_triplanenet(path, generator=generator)
+        model.decoder = generator
+        return model
+    # The official file layout around the tiny encoders (tests and small experiments); the version from its keys.
+    from triplanenet.io.checkpoints import check_state_dict
+    from triplanenet.io.model_checkpoints import V2_HEAD_KEY
+
+    version = 2 if V2_HEAD_KEY in official["state_dict"] else 1
+    model = TriPlaneNet(TriPlaneNetConfig.tiny(version, generator.config, config.upsampling), generator=generator)
+    check_state_dict(model.state_dict(), official["state_dict"], source=path)
+    model.load_state_dict(official["state_dict"], strict=True)
+    _set_latent_avg(model, generator)
+    return model
+
+
+def build_discriminator(config: TrainConfig, model: TriPlaneNet) -> Discriminator | None:
+    """The critic of the adversarial phase (None without ``adversarial``), at the generator's output resolution: the
+    official v2 architecture for the full-size model, the tiny one for ``model = tiny``; weights from
+    ``discriminator`` or a random initialisation seeded by ``seed``."""
+    if not config.adversarial:
+        return None
+    base = DiscriminatorConfig.official_v2() if config.model == "official" else DiscriminatorConfig.tiny()
+    d_config = dataclasses.replace(base, img_resolution=model.config.generator.img_resolution)
+    if config.discriminator:
+        from triplanenet.io.discriminator_checkpoints import load_discriminator
+
+        return load_discriminator(config.discriminator, d_config)
+    torch.manual_seed(config.seed)
+    return Discriminator(d_config).eval().requires_grad_(False)
+
+
 def initialise_from_arcface(model: TriPlaneNet, path: str) -> None:
-    """Official initialisation: IR-SE-50 ArcFace weights for both encoder bodies; the 6-channel first conv of the
-    second branch gets the pretrained RGB filters on channels 0–2 and N(0, 1) on channels 3–5."""
+    """Official initialisation: IR-SE-50 ArcFace weights for both encoder bodies; the first conv of the second branch
+    (6 channels in v1, 9 in v2) gets the pretrained RGB filters on channels 0–2 and N(0, 1) on the others."""
     from triplanenet.io.checkpoints import safe_torch_load
 
     state = safe_torch_load(path)
@@ -73,7 +129,8 @@ def initialise_from_arcface(model: TriPlaneNet, path: str) -> None:
         raise ConfigError(f"{path}: its IR-SE body does not match the pSp encoder")
     first = body["input_layer.0.weight"]
     generator = torch.Generator().manual_seed(0)
-    extra = torch.randn(first.shape[0], 3, *first.shape[2:], generator=generator)
+    extra_channels = model.config.triplane.image_channels - first.shape[1]
+    extra = torch.randn(first.shape[0], extra_channels, *first.shape[2:], generator=generator)
     body_triplane = dict(body)
     body_triplane["input_layer.0.weight"] = torch.cat([first, extra], dim=1)
     model.triplanenet_encoder.load_state_dict(body_triplane, strict=False)
@@ -88,7 +145,10 @@ def build_datasets(config: TrainConfig, model: TriPlaneNet) -> tuple[Dataset, Da
     resolution = model.config.input_resolution
     common = dict(
         resolution=resolution,
-        mirror=config.uses_mirror,
+        # v2's second branch reads the mirror view even when no mirror loss is on.
+        mirror=config.uses_mirror or model.uses_mirror,
+        # The discriminator's real images, at the generator's output resolution.
+        full_resolution=model.config.generator.img_resolution if config.adversarial else None,
         confidence_maps=config.confidence == "maps",
         val_fraction=config.val_fraction,
         seed=config.seed,
@@ -151,9 +211,30 @@ def build_criteria(config: TrainConfig, device: torch.device, log: Callable[[str
     return Criteria(
         lpips=lpips,
         identity=identity,
-        symmetry=lambda x_m, y_m, sigma, kind: losses.symmetry_loss_fixed_sigma(x_m, y_m, sigma, distance=kind),
+        symmetry=functools.partial(
+            losses.symmetry_loss_fixed_sigma, eps=config.mirror_eps, normalize=config.normalize_mirror
+        ),
         laplacian_nll=losses.laplacian_nll,
         confidence=confidence,
         confidence_trainable=config.confidence == "learned",
         notes=notes,
     )
+
+
+def build_trainer(
+    config: TrainConfig,
+    device: torch.device,
+    context: DistributedContext | None = None,
+    log: Callable[[str], None] = print,
+) -> Trainer:
+    """A ready :class:`Trainer` for ``config``; when ``init_checkpoint`` is an official file its optimizer states (and
+    discriminator) are loaded too. Resuming (:meth:`Trainer.load_checkpoint`) replaces all of that."""
+    generator = build_generator(config, device)
+    model = build_model(config, generator)
+    train_set, val_set = build_datasets(config, model)
+    criteria = build_criteria(config, device, log)
+    critic = build_discriminator(config, model)
+    trainer = Trainer(config, model, train_set, val_set, criteria, device, context, log=log, discriminator=critic)
+    if config.init_checkpoint:
+        trainer.load_official_state(config.init_checkpoint)
+    return trainer

@@ -1,11 +1,17 @@
 """Training configuration: typed dataclasses, named presets, and loading from TOML/JSON with ``key=value`` overrides.
 
-Two loss-weight presets are provided because the paper and the official code disagree (reference §6.4):
+Presets (the paper and the official code disagree on some values, reference §6.4):
 
-* ``paper``: λ1 = λ4 = 1 (pixel / symmetry), λ2 = λ5 = 1 (LPIPS), λ3 = λ6 = 0.1 (ID), λm = 0.1 (mirror), batch 3,
-  second branch from 20K steps, first branch frozen at 500K, 1.5M steps.
+* ``paper`` (default): TriPlaneNet v2 (the WACV'24 model) with the paper's values: λ1 = λ4 = 1 (pixel / symmetry),
+  λ2 = λ5 = 1 (LPIPS), λ3 = λ6 = 0.1 (ID), λm = 0.1 (mirror), σ used as in eq. 5 (no +1), batch 3, second branch
+  from 20K steps, first branch frozen at 500K, 1.5M steps.
+* ``v2``: the released v2 code (``train_options_v2.py`` defaults): pSp L2 1.0 / LPIPS 0.8 / ID 0.1, tri-plane
+  smooth-L1 1.0 / LPIPS 0.8 / ID 0.1, mirror terms with the same weights and λm = 0.1, σ + 1 in the mirror loss,
+  batch 3 in every phase; ``adversarial = true`` adds its discriminator phase (from 600K steps, λ_adv 0.005, R1 γ 10
+  every 16 steps).
 * ``official_v1``: the released v1 code: pSp L2 1.0 / LPIPS 0.8 / ID 0.1, tri-plane smooth-L1 1.0 / LPIPS 0.1 /
   ID 0.1, no mirror loss, batch 4, 1M steps.
+* ``tiny``: the paper recipe on the tiny test model, 200 steps.
 """
 
 from __future__ import annotations
@@ -58,8 +64,11 @@ class TrainConfig:
     """Encoder sizes: the official v1 model, or the tiny test model."""
     generator: str | None = None
     """EG3D generator checkpoint (.pkl / .pth / .safetensors). None: random weights (tests only)."""
-    triplane_variant: Literal["official_v1", "paper"] = "official_v1"
-    """Second-branch architecture."""
+    triplanenet_version: Literal[1, 2] = 2
+    """1: TriPlaneNet v1 (second branch reads [ŷ, x − ŷ]); 2: v2, the paper (adds the mirror residual and the
+    first-branch planes)."""
+    upsampling: Literal["pixelshuffle", "nearest"] | None = None
+    """Second-branch decoder upsampling; None: the version's official default (v1 PixelShuffle, v2 nearest)."""
     init_checkpoint: str | None = None
     """Start from a TriPlaneNet checkpoint (ours or official) instead of the IR-SE initialisation."""
     irse50: str | None = None
@@ -67,6 +76,13 @@ class TrainConfig:
     identity_network: str | None = None
     """Our identity network (.safetensors) when no ArcFace weights are available."""
     batch_size: int = 3
+    """Batch size of the first phase (first branch only)."""
+    batch_size_after_triplanenet: int | None = None
+    """Batch size from ``add_triplanenet`` on (None: ``batch_size``)."""
+    batch_size_after_discriminator: int | None = None
+    """Batch size from ``add_discriminator`` on, when ``adversarial`` (None: the previous phase's)."""
+    batch_size_after_pspstop: int | None = None
+    """Batch size after ``stop_psp`` (None: the previous phase's)."""
     val_fraction: float = 0.05
     """Share of identities held out for validation (deterministic by name)."""
     workers: int = 0
@@ -81,6 +97,24 @@ class TrainConfig:
     max_steps: int = 1_500_000
     psp_losses: BranchLossConfig = field(default_factory=BranchLossConfig)
     triplane_losses: BranchLossConfig = field(default_factory=lambda: BranchLossConfig(pixel="smooth_l1"))
+    mirror_eps: float = 0.0
+    """Added to σ in the mirror pixel term: 0 = eq. 5 of the paper, 1 = the official v2 code (``EPS = 1``)."""
+    normalize_mirror: bool = False
+    """Official ``--normalize_mirror``: divide each image's mirror pixel term by ``mean(1 / (σ + eps))``."""
+    adversarial: bool = False
+    """v2's optional adversarial loss (official ``--use_discriminator``) on the second branch's renders."""
+    discriminator: str | None = None
+    """Initial discriminator weights (official ``discriminator.pth``, a plain state dict); None: random init."""
+    add_discriminator: int = 600_000
+    """Step at which the adversarial phase starts."""
+    adv_weight: float = 0.005
+    """λ_adv: weight of the non-saturating generator loss (official ``adv_lambda``)."""
+    lr_discriminator: float = 1e-4
+    """Adam learning rate of the discriminator."""
+    r1_gamma: float = 10.0
+    """R1 weight γ (the penalty is scaled by γ / 2 · r1_every)."""
+    r1_every: int = 16
+    """Apply R1 every this many steps (lazy regularisation)."""
     confidence: Confidence = "none"
     """σ for the symmetry loss: none (σ = 1), dataset maps, a fixed σ-net (``confnet``), or ``learned`` (eq. 4)."""
     confnet: str | None = None
@@ -104,6 +138,23 @@ class TrainConfig:
             raise ConfigError("batch_size must be >= 1")
         if not 0 <= self.add_triplanenet <= self.max_steps or self.stop_psp < 0:
             raise ConfigError("need 0 <= add_triplanenet <= max_steps and stop_psp >= 0")
+        if self.triplanenet_version not in (1, 2):
+            raise ConfigError(f"triplanenet_version must be 1 or 2, got {self.triplanenet_version!r}")
+        if self.upsampling not in (None, "pixelshuffle", "nearest"):
+            raise ConfigError(f"upsampling must be pixelshuffle, nearest or null, got {self.upsampling!r}")
+        for name in ("batch_size_after_triplanenet", "batch_size_after_discriminator", "batch_size_after_pspstop"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1 (or null for the previous phase's batch size)")
+        if self.mirror_eps < 0:
+            raise ConfigError("mirror_eps must be >= 0")
+        if self.adversarial:
+            if self.triplanenet_version != 2:
+                raise ConfigError("the adversarial loss is part of the v2 recipe; set triplanenet_version = 2")
+            if self.add_discriminator < self.add_triplanenet:
+                raise ConfigError("add_discriminator must be >= add_triplanenet (the second branch must be training)")
+            if self.r1_every < 1 or self.r1_gamma < 0 or self.adv_weight < 0:
+                raise ConfigError("need r1_every >= 1, r1_gamma >= 0 and adv_weight >= 0")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError("val_fraction must be in [0, 1)")
         if self.confidence == "confnet" and not self.confnet:
@@ -114,7 +165,23 @@ class TrainConfig:
 
     @property
     def uses_mirror(self) -> bool:
+        """Whether a mirror-view loss term is on (v2's second branch reads the mirror view regardless)."""
         return self.psp_losses.mirror > 0 or self.triplane_losses.mirror > 0
+
+    def batch_changes(self) -> list[tuple[int, int]]:
+        """(first step, batch size) of the phases after the first one, in the official order: the second branch,
+        the discriminator (with ``adversarial``), the frozen first branch. ``None`` sizes keep the size of the phase
+        before (by step)."""
+        changes = [(self.add_triplanenet, self.batch_size_after_triplanenet)]
+        if self.adversarial:
+            changes.append((self.add_discriminator, self.batch_size_after_discriminator))
+        changes.append((self.stop_psp, self.batch_size_after_pspstop))
+        resolved: list[tuple[int, int]] = []
+        size = self.batch_size
+        for step, value in sorted(changes, key=lambda change: change[0]):
+            size = size if value is None else value
+            resolved.append((step, size))
+        return resolved
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -141,8 +208,39 @@ def _paper() -> dict[str, Any]:
     return {}
 
 
+def _official_v2() -> dict[str, Any]:
+    mirror_terms = {"mirror": 0.1, "symmetry_weight": 1.0, "mirror_lpips_weight": 0.8, "mirror_id_weight": 0.1}
+    return {
+        "triplanenet_version": 2,
+        "batch_size": 3,
+        "add_triplanenet": 20_000,
+        "stop_psp": 500_000,
+        "max_steps": 1_500_000,
+        "psp_losses": {"pixel": "l2", "pixel_weight": 1.0, "lpips_weight": 0.8, "id_weight": 0.1, **mirror_terms},
+        "triplane_losses": {
+            "pixel": "smooth_l1",
+            "pixel_weight": 1.0,
+            "lpips_weight": 0.8,
+            "id_weight": 0.1,
+            **mirror_terms,
+        },
+        "mirror_eps": 1.0,
+        "confidence": "maps",
+        "add_discriminator": 600_000,
+        "adv_weight": 0.005,
+        "lr_discriminator": 1e-4,
+        "r1_gamma": 10.0,
+        "r1_every": 16,
+        "log_every": 50,
+        "image_every": 100,
+        "val_every": 10_000,
+        "save_every": 100_000,
+    }
+
+
 def _official_v1() -> dict[str, Any]:
     return {
+        "triplanenet_version": 1,
         "batch_size": 4,
         "max_steps": 1_000_000,
         "psp_losses": {"pixel": "l2", "pixel_weight": 1.0, "lpips_weight": 0.8, "id_weight": 0.1, "mirror": 0.0},
@@ -174,7 +272,7 @@ def _tiny() -> dict[str, Any]:
     }
 
 
-PRESETS = {"paper": _paper, "official_v1": _official_v1, "tiny": _tiny}
+PRESETS = {"paper": _paper, "v2": _official_v2, "official_v1": _official_v1, "tiny": _tiny}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -190,7 +288,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load_train_config(source: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """A preset name (``paper``, ``official_v1``, ``tiny``) or a ``.toml`` / ``.json`` file, then overrides.
+    """A preset name (``paper``, ``v2``, ``official_v1``, ``tiny``) or a ``.toml`` / ``.json`` file, then overrides.
 
     A file may name a base preset with ``preset = "..."``.
     """

@@ -1,14 +1,19 @@
-"""The TriPlaneNet training loop (paper recipe, with the official code's settings as a preset).
+"""The TriPlaneNet training loop, v1 and v2 (the WACV'24 paper), with the official code's settings as presets.
 
 Per step (supplement, "Experiment settings"): the first branch encodes x to W+ and renders the batch at the input
-camera and, when the mirror prior is on, at the mirrored camera in the same call; its loss is eq. (1). From
-``add_triplanenet`` on, the second branch predicts tri-plane offsets from [ŷ, x − ŷ] (detached first-branch results)
-and the offset planes are rendered at both cameras; its loss is eq. (1) with smooth-L1. The first branch is frozen
-at ``stop_psp``. The two branches have separate optimizers and disjoint graphs.
+camera and, when a mirror loss is on or the model is v2, at the mirrored camera in the same call; its loss is eq. (1).
+From ``add_triplanenet`` on, the second branch predicts tri-plane offsets from the detached first-branch results (v1:
+[ŷ, x − ŷ]; v2: [ŷ, x − ŷ, x_m − ŷ_m] and the first-branch planes) and the corrected planes are rendered at the input
+camera (and the mirrored one for the mirror loss); its loss is eq. (1) with smooth-L1. The first branch is frozen at
+``stop_psp``. With ``adversarial`` (v2), from ``add_discriminator`` on: a second-branch forward renders at a random
+training pose (p = 1/2), the input camera (1/4) or the mirror camera (1/4); the non-saturating GAN loss on that render
+takes its own tri-plane optimizer step, then the discriminator takes a logistic step on (real image, detached render)
+and, every ``r1_every`` steps, a lazy R1 step. The branches and the discriminator have separate optimizers.
 
-Operations: atomic checkpoints with optimizers, step, RNG and best validation score; bit-exact resume on CPU (the data
-order is a function of the step, rendering randomness comes from a saved generator); Ctrl-C saves ``last.pt`` and
-exits; TensorBoard scalars and image grids; several processes (``torchrun``) average gradients with all-reduce.
+Operations: atomic checkpoints with optimizers, discriminator, step, RNG and best validation score; bit-exact resume
+on CPU (the data order is a function of the step, rendering and pose randomness come from saved generators); Ctrl-C
+saves ``last.pt`` and exits; TensorBoard scalars and image grids; several processes (``torchrun``) average gradients
+with all-reduce.
 """
 
 from __future__ import annotations
@@ -24,16 +29,25 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from triplanenet.eg3d.camera import mirror_label
 from triplanenet.errors import TriplaneNetError
 from triplanenet.io.atomic import atomic_path, write_text_atomic
 from triplanenet.io.model_checkpoints import TRAINING_CHECKPOINT_FORMAT as CHECKPOINT_FORMAT
+from triplanenet.losses.adversarial import discriminator_logistic_loss, generator_adversarial_loss, r1_penalty
 from triplanenet.losses.confnet import CONFNET_INPUT_SIZE, mirror_sigma
 from triplanenet.losses.reconstruction import l1_loss, l2_loss, smooth_l1_loss
 from triplanenet.model import TriPlaneNet
 from triplanenet.train.config import BranchLossConfig, TrainConfig
-from triplanenet.train.sampler import StepBatchSampler
+from triplanenet.train.official import (
+    ADAM_STATE,
+    RANGER_STATE,
+    OfficialStateError,
+    optimizer_state_for,
+    read_official_checkpoint,
+)
+from triplanenet.train.sampler import BatchSchedule, StepBatchSampler
 
 
 class TrainingError(TriplaneNetError):
@@ -171,8 +185,42 @@ def make_optimizer(name: str, parameters: list[torch.nn.Parameter], lr: float) -
     raise TrainingError(f"unknown optimizer {name!r}: use ranger or adam")
 
 
+def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any], lr: float) -> None:
+    """Load a state dict, then set every group's learning rate to ``lr`` (the run's, not the file's)."""
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError) as exc:
+        raise OfficialStateError(f"the optimizer state does not fit ({exc})") from None
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def training_poses(dataset: Dataset) -> torch.Tensor:
+    """(N, 25) camera labels of a training set (a dataset with ``cameras``, or a ConcatDataset of them, synthetic
+    samples included): the random poses of the adversarial phase (official: the training ``dataset.json``)."""
+    parts = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    cameras = [part.cameras for part in parts if isinstance(getattr(part, "cameras", None), torch.Tensor)]
+    if not cameras:
+        raise TrainingError("the adversarial phase draws poses from the training set's cameras, but it has none")
+    return torch.cat(cameras).float()
+
+
+@dataclass
+class FirstBranch:
+    """Detached first-branch results that the second branch reads. Images (B, 3, R, R) at the encoder resolution."""
+
+    ws: torch.Tensor
+    planes: torch.Tensor
+    image: torch.Tensor
+    image_mirror: torch.Tensor | None
+
+
 class Trainer:
-    """Owns the model, optimizers, data order, logging and checkpoints of one run (one process of it)."""
+    """Owns the model, optimizers, discriminator, data order, logging and checkpoints of one run (one process of it).
+
+    ``discriminator`` (a :class:`~triplanenet.losses.discriminator.Discriminator` at the generator's output
+    resolution) is required with ``config.adversarial`` and unused otherwise.
+    """
 
     def __init__(
         self,
@@ -184,6 +232,7 @@ class Trainer:
         device: torch.device,
         context: DistributedContext | None = None,
         log: Callable[[str], None] = print,
+        discriminator: torch.nn.Module | None = None,
     ) -> None:
         self.config = config
         self.model = model.to(device)
@@ -196,6 +245,7 @@ class Trainer:
         self.out = Path(config.out)
         self.step = 0
         self.best_val = math.inf
+        self.schedule = BatchSchedule.from_changes(config.batch_size, config.batch_changes())
         self.psp_optimizer = make_optimizer(config.optimizer, list(model.psp_encoder.parameters()), config.lr_psp)
         self.triplane_optimizer = make_optimizer(
             config.optimizer, list(model.triplanenet_encoder.parameters()), config.lr_triplane
@@ -205,30 +255,45 @@ class Trainer:
             criteria.confidence.to(device)
             self.confnet_optimizer = torch.optim.Adam(criteria.confidence.parameters(), lr=config.lr_confnet)
         self.render_rng = torch.Generator(device=device).manual_seed(config.seed * 1009 + self.context.rank)
+        self.discriminator: torch.nn.Module | None = None
+        self.discriminator_optimizer: torch.optim.Optimizer | None = None
+        if config.adversarial:
+            if discriminator is None:
+                raise TrainingError("adversarial = true needs a discriminator (see train.build.build_discriminator)")
+            if not model.uses_mirror:
+                raise TrainingError("the adversarial phase is part of the v2 recipe; train a v2 model")
+            self.discriminator = discriminator.to(device).requires_grad_(False)
+            self.discriminator_optimizer = torch.optim.Adam(discriminator.parameters(), lr=config.lr_discriminator)
+            self.poses = training_poses(train_set)
+            self.context.broadcast_state(discriminator)
+        self.pose_rng = torch.Generator().manual_seed(config.seed * 1013 + self.context.rank)
         self.autocast = device.type == "cuda" and config.amp
         self.writer = None
         self.context.broadcast_state(model)
 
     # -----------------------------------------------------------------------------------------------------------------
-    def _render_pair(
+    def _render(
         self, planes: torch.Tensor, ws: torch.Tensor, camera: torch.Tensor, camera_mirror: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Render at the input camera and (same call) the mirrored camera; pooled to the encoder resolution."""
-        if camera_mirror is None:
-            out = self.model.decoder.render(planes, ws, camera, generator=self.render_rng)
-            return self.model.pool_to_input(out.image), None
-        out = self.model.decoder.render(
-            torch.cat([planes, planes]),
-            torch.cat([ws, ws]),
-            torch.cat([camera, camera_mirror]),
-            generator=self.render_rng,
-        )
-        images = self.model.pool_to_input(out.image)
-        return images[: planes.shape[0]], images[planes.shape[0] :]
+        out, out_mirror = self.model.render_pair(planes, ws, camera, camera_mirror, generator=self.render_rng)
+        pool = self.model.pool_to_input
+        return pool(out.image), None if out_mirror is None else pool(out_mirror.image)
+
+    def _mirror_views(
+        self, batch: dict[str, Any], x: torch.Tensor, camera: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(x_m, c_m) when a mirror loss is on or the model is v2, else (None, None); batches without mirror items
+        get the flipped image and :func:`mirror_label`."""
+        if not (self.config.uses_mirror or self.model.uses_mirror):
+            return None, None
+        x_mirror = batch["image_mirror"].to(self.device) if "image_mirror" in batch else x.flip(-1)
+        camera_mirror = batch["camera_mirror"].to(self.device) if "camera_mirror" in batch else mirror_label(camera)
+        return x_mirror, camera_mirror
 
     def _sigma(self, x: torch.Tensor, x_mirror: torch.Tensor | None, batch: dict[str, Any]) -> torch.Tensor | None:
-        """σ aligned with the mirrored input (B, 1, R, R), detached; None means σ = 1."""
-        if x_mirror is None:
+        """σ aligned with the mirrored input (B, 1, R, R), detached; None means σ = 1 (or no mirror loss)."""
+        if x_mirror is None or not self.config.uses_mirror:
             return None
         if self.config.confidence == "maps":
             return batch["confidence_mirror"].to(self.device)
@@ -247,8 +312,14 @@ class Trainer:
         sigma = self.criteria.confidence(small)[0][:, :1]
         return F.interpolate(sigma, size=x_mirror.shape[-2:], mode="bilinear", align_corners=False)
 
+    def _refine(self, x: torch.Tensor, x_mirror: torch.Tensor | None, first: FirstBranch) -> torch.Tensor:
+        """Second branch: the corrected planes (B, 3, C, R, R) = first-branch planes + offsets."""
+        offsets = self.model.predict_offsets(x, first.image, first.planes, x_mirror, first.image_mirror)
+        return first.planes + offsets.view_as(first.planes)
+
     def training_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One optimisation step of both branches (as the schedule allows). Returns logged scalars."""
+        """One optimisation step of both branches and the discriminator (as the schedule allows). Returns the logged
+        scalars."""
         cfg, model = self.config, self.model
         train_psp = self.step < cfg.stop_psp
         train_triplane = self.step >= cfg.add_triplanenet
@@ -256,39 +327,82 @@ class Trainer:
         model.triplanenet_encoder.train(train_triplane)
         x = batch["image"].to(self.device)
         camera = batch["camera"].to(self.device)
-        use_mirror = cfg.uses_mirror
-        x_mirror = batch["image_mirror"].to(self.device) if use_mirror else None
-        camera_mirror = batch["camera_mirror"].to(self.device) if use_mirror else None
+        x_mirror, camera_mirror = self._mirror_views(batch, x, camera)
+        loss_camera_mirror = camera_mirror if cfg.uses_mirror else None  # final renders for the mirror loss only
         sigma = self._sigma(x, x_mirror, batch)
         logs: dict[str, float] = {}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             with torch.set_grad_enabled(train_psp):
                 ws = model.encode_ws(x)
                 planes = model.decoder.planes(ws)
-                y, y_mirror = self._render_pair(planes, ws, camera, camera_mirror)
+                y, y_mirror = self._render(planes, ws, camera, camera_mirror)
             if train_psp:
                 loss, parts = branch_loss(cfg.psp_losses, self.criteria, x, y, x_mirror, y_mirror, sigma, "psp")
                 self._optimise(loss, self.psp_optimizer, model.psp_encoder, "psp")
                 logs.update(parts)
-            final, final_mirror = y.detach(), None if y_mirror is None else y_mirror.detach()
+            first = FirstBranch(
+                ws.detach(), planes.detach(), y.detach(), None if y_mirror is None else y_mirror.detach()
+            )
+            final, final_mirror = first.image, first.image_mirror
             if train_triplane:
-                planes_d = planes.detach()
-                offsets = model.predict_offsets(x, y.detach(), planes_d)
-                final, final_mirror = self._render_pair(
-                    planes_d + offsets.view_as(planes_d), ws.detach(), camera, camera_mirror
+                final, final_mirror = self._render(
+                    self._refine(x, x_mirror, first), first.ws, camera, loss_camera_mirror
                 )
                 loss, parts = branch_loss(
                     cfg.triplane_losses, self.criteria, x, final, x_mirror, final_mirror, sigma, "triplane"
                 )
                 self._optimise(loss, self.triplane_optimizer, model.triplanenet_encoder, "triplane")
                 logs.update(parts)
-        if self.confnet_optimizer is not None and x_mirror is not None and final_mirror is not None:
+        if self.discriminator is not None and train_triplane and self.step >= cfg.add_discriminator:
+            assert x_mirror is not None and camera_mirror is not None  # v2
+            logs.update(self._adversarial_step(batch, x, x_mirror, camera, camera_mirror, first))
+        if self.confnet_optimizer is not None and cfg.uses_mirror and x_mirror is not None and final_mirror is not None:
             assert self.criteria.confidence is not None
             self.criteria.confidence.train()
             nll = self.criteria.laplacian_nll(x_mirror, final_mirror.detach(), self._learned_sigma(x_mirror))
             self._optimise(nll, self.confnet_optimizer, self.criteria.confidence, "confnet")
             logs["confnet/nll"] = nll.item()
         self._last_images = (x, y.detach(), final.detach(), x_mirror, final_mirror)
+        return logs
+
+    def _fake_camera(self, camera: torch.Tensor, camera_mirror: torch.Tensor) -> torch.Tensor:
+        """Camera of the adversarial render: random training poses (p = 1/2, without replacement), else the input
+        (1/4) or the mirror camera (1/4); drawn from the saved ``pose_rng``."""
+        coins = torch.rand(2, generator=self.pose_rng)
+        if coins[0] < 0.5:
+            picks = torch.randperm(len(self.poses), generator=self.pose_rng)[: camera.shape[0]]
+            return self.poses[picks].to(camera)
+        return camera if coins[1] < 0.5 else camera_mirror
+
+    def _adversarial_step(
+        self,
+        batch: dict[str, Any],
+        x: torch.Tensor,
+        x_mirror: torch.Tensor,
+        camera: torch.Tensor,
+        camera_mirror: torch.Tensor,
+        first: FirstBranch,
+    ) -> dict[str, float]:
+        """GAN loss on a full-resolution render of the (just updated) second branch, then the discriminator's logistic
+        and lazy R1 steps. The discriminator runs in float32 outside autocast."""
+        cfg, critic = self.config, self.discriminator
+        assert critic is not None and self.discriminator_optimizer is not None
+        fake_camera = self._fake_camera(camera, camera_mirror)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            planes = self._refine(x, x_mirror, first)
+            fake = self.model.decoder.render(planes, first.ws, fake_camera, generator=self.render_rng).image.float()
+        g_loss = generator_adversarial_loss(critic(fake))
+        self._optimise(cfg.adv_weight * g_loss, self.triplane_optimizer, self.model.triplanenet_encoder, "adversarial")
+        real = batch["image_full"].to(self.device)
+        critic.requires_grad_(True)
+        d_loss = discriminator_logistic_loss(critic(real), critic(fake.detach()))
+        self._optimise(d_loss, self.discriminator_optimizer, critic, "discriminator")
+        logs = {"adv/g": g_loss.item(), "adv/d": d_loss.item()}
+        if self.step % cfg.r1_every == 0:
+            r1 = r1_penalty(critic, real)
+            self._optimise(cfg.r1_gamma / 2 * cfg.r1_every * r1, self.discriminator_optimizer, critic, "R1")
+            logs["adv/r1"] = r1.item()
+        critic.requires_grad_(False)
         return logs
 
     def _optimise(
@@ -312,7 +426,8 @@ class Trainer:
             return {}
         model = self.model
         model.eval()
-        loader = DataLoader(self.val_set, batch_size=self.config.batch_size, shuffle=False, collate_fn=collate)
+        batch_size = self.schedule.at(self.step)
+        loader = DataLoader(self.val_set, batch_size=batch_size, shuffle=False, collate_fn=collate)
         totals: dict[str, float] = {}
         count = 0
         for index, batch in enumerate(loader):
@@ -345,11 +460,18 @@ class Trainer:
             "best_val_loss": self.best_val,
             "psp_optimizer": self.psp_optimizer.state_dict(),
             "triplane_optimizer": self.triplane_optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "render": self.render_rng.get_state()},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "render": self.render_rng.get_state(),
+                "poses": self.pose_rng.get_state(),
+            },
         }
         if self.confnet_optimizer is not None and self.criteria.confidence is not None:
             state["confnet"] = self.criteria.confidence.state_dict()
             state["confnet_optimizer"] = self.confnet_optimizer.state_dict()
+        if self.discriminator is not None and self.discriminator_optimizer is not None:
+            state["discriminator"] = self.discriminator.state_dict()
+            state["discriminator_optimizer"] = self.discriminator_optimizer.state_dict()
         return state
 
     def save_checkpoint(self, name: str) -> Path:
@@ -377,10 +499,71 @@ class Trainer:
         if "confnet" in state and self.criteria.confidence is not None and self.confnet_optimizer is not None:
             self.criteria.confidence.load_state_dict(state["confnet"])
             self.confnet_optimizer.load_state_dict(state["confnet_optimizer"])
+        if "discriminator" in state and self.discriminator is not None and self.discriminator_optimizer is not None:
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
         self.step = int(state["step"])
         self.best_val = float(state["best_val_loss"])
         torch.set_rng_state(state["rng"]["torch"])
         self.render_rng.set_state(state["rng"]["render"])
+        if "poses" in state["rng"]:
+            self.pose_rng.set_state(state["rng"]["poses"])
+
+    def load_official_state(self, path: str | Path) -> None:
+        """Fine-tuning from an official TriPlaneNet training file (see :mod:`triplanenet.train.official`): load its
+        Ranger states into the encoders' optimizers (learning rates stay this run's) and, with ``adversarial``, its
+        discriminator and that Adam state. Does nothing for other files. The run starts at step 0 of this schedule:
+        the file's ``step`` is logged, not resumed (the released models sit at their ``max_steps``).
+
+        Raises:
+            TrainingError: states that do not fit this run's modules or optimizers.
+        """
+        official = read_official_checkpoint(path)
+        if official is None:
+            return
+        weights = official["state_dict"]
+        self.log(f"{path}: official checkpoint saved at step {official.get('step')}; fine-tuning starts at step 0")
+        try:
+            encoders = (
+                ("psp_optimizer", self.psp_optimizer, "psp_encoder.", self.model.psp_encoder, self.config.lr_psp),
+                (
+                    "triplane_optimizer",
+                    self.triplane_optimizer,
+                    "triplanenet_encoder.",
+                    self.model.triplanenet_encoder,
+                    self.config.lr_triplane,
+                ),
+            )
+            for key, optimizer, prefix, module, lr in encoders:
+                if key not in official:
+                    continue
+                if self.config.optimizer != "ranger":
+                    self.log(f"note: {path}: {key} is a Ranger state; optimizer = {self.config.optimizer} starts fresh")
+                    continue
+                saved = optimizer_state_for(official[key], weights, prefix, module, RANGER_STATE, f"{path}: {key}")
+                _load_optimizer(optimizer, saved, lr)
+            if self.discriminator is not None and self.discriminator_optimizer is not None:
+                self._load_official_discriminator(official, str(path))
+        except OfficialStateError as exc:
+            raise TrainingError(str(exc)) from None
+
+    def _load_official_discriminator(self, official: dict[str, Any], path: str) -> None:
+        assert self.discriminator is not None and self.discriminator_optimizer is not None
+        weights = official.get("dis_state_dict")
+        if weights is None:
+            return
+        if self.config.discriminator:
+            self.log(f"note: {path} holds a discriminator; it replaces discriminator = {self.config.discriminator}")
+        try:
+            self.discriminator.load_state_dict(weights, strict=True)
+        except RuntimeError as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise TrainingError(f"{path}: its discriminator does not fit this run's ({detail})") from None
+        if "dis_optimizer" in official:
+            saved = optimizer_state_for(
+                official["dis_optimizer"], weights, "", self.discriminator, ADAM_STATE, f"{path}: dis_optimizer"
+            )
+            _load_optimizer(self.discriminator_optimizer, saved, self.config.lr_discriminator)
 
     # -----------------------------------------------------------------------------------------------------------------
     def _writer(self):
@@ -413,7 +596,7 @@ class Trainer:
             write_text_atomic(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2))
         sampler = StepBatchSampler(
             len(self.train_set),
-            cfg.batch_size,
+            self.schedule,
             cfg.seed,
             self.step,
             cfg.max_steps,
@@ -432,6 +615,8 @@ class Trainer:
         first_step = self.step
         try:
             for batch in loader:
+                if self.step > 0 and self.schedule.at(self.step) != self.schedule.at(self.step - 1):
+                    self.log(f"step {self.step}: batch size {self.schedule.at(self.step)} per process")
                 logs = self.training_step(batch)
                 self.step += 1
                 last_logs = logs
