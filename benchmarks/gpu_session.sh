@@ -10,8 +10,8 @@
 # Then one device call, carrying that folder (it is gitignored):
 #   run(command="bash benchmarks/gpu_session.sh", carry=[".cache/official"], timeout_s=580)
 # (the steps' own limits add up to about 9 minutes; each writes its results before the next one starts)
-# Results land in $OUT (the device tool's folder; outputs/gpu elsewhere): env.txt, parity.txt, side/, bench/,
-# compile/, and a log per step. Uses the machine's own python3 (PyTorch with CUDA) and this checkout's sources.
+# Results land in $OUT (the device tool's folder; outputs/gpu elsewhere): env.txt, parity.txt, side/, side_v2/,
+# bench/, compile/, and a log per step. Uses the machine's own python3 (PyTorch with CUDA) and this checkout's sources.
 #
 # Rehearsal on a CPU (checks that every step runs, at tiny sizes, in about ten minutes on 2 cores):
 #   SMOKE=1 PY=.venv/bin/python bash benchmarks/gpu_session.sh
@@ -30,6 +30,7 @@ if [ "$SMOKE" = 1 ]; then
     BENCH_ARGS=(--preset tiny --batch-sizes 1,2 --repeats 2 --modes fp32,bf16,channels_last)
     COMPILE_ARGS=(--preset tiny --batch-sizes 1 --repeats 2 --modes fp32,compile --workloads render)
     OPS_ARGS=(--batch-sizes 1 --repeats 1 --warmup 1 --depth-samples 8 --workloads inversion)
+    SIDE_V2_ARGS=(--batch-sizes 1 --repeats 1 --warmup 1 --depth-samples 8 --workloads inversion)
     CHUNK_ARGS=(--preset tiny --batch-sizes 1,2 --repeats 1 --workloads invert --modes fp32)
     CHUNKS=(4096 65536)
     CHUNK_LIMIT=30
@@ -41,6 +42,7 @@ else
         --modes fp32,bf16,fp16,channels_last,cuda_graphs,bf16+cuda_graphs,fp16+cuda_graphs)
     COMPILE_ARGS=(--preset ffhq --batch-sizes 1 --repeats 5 --workloads invert --modes fp32,compile,bf16+compile)
     OPS_ARGS=(--batch-sizes 1,8 --repeats 5 --warmup 2 --workloads synthesis,inversion)
+    SIDE_V2_ARGS=(--batch-sizes 1,8 --repeats 3 --warmup 1 --workloads triplane_encoder,inversion)
     CHUNK_ARGS=(--preset ffhq --batch-sizes 1,32 --repeats 3 --workloads invert --modes fp32)
     CHUNKS=(262144 1048576 4194304 16777216)
     CHUNK_LIMIT=20
@@ -74,11 +76,18 @@ fi
 OFFICIAL=.cache/official/triplanenet
 step "same-process side-by-side with the official code, its custom ops on the reference path (no build)"
 if [ -d $OFFICIAL ]; then
-    timeout 170 $PY benchmarks/official_side_by_side.py --official $OFFICIAL --device $DEVICE --official-ops ref \
+    timeout 150 $PY benchmarks/official_side_by_side.py --official $OFFICIAL --device $DEVICE --official-ops ref \
         "${SIDE_ARGS[@]}" --out "$OUT/side" > "$OUT/side.log" 2>&1
     echo "exit $?"; cat "$OUT/side/side_by_side.md" 2>/dev/null || tail -n 20 "$OUT/side.log"
 else
     echo "no $OFFICIAL: carry an export of anantarb/triplanenet (see the top of this script)"
+fi
+
+step "TriPlaneNet v2 side-by-side: official v2 forward vs ours (input + mirror/novel renders), reference ops"
+if [ -d $OFFICIAL ]; then
+    timeout 40 $PY benchmarks/official_side_by_side.py --version 2 --official $OFFICIAL --device $DEVICE \
+        --official-ops ref "${SIDE_V2_ARGS[@]}" --out "$OUT/side_v2" > "$OUT/side_v2.log" 2>&1
+    echo "exit $?"; cat "$OUT/side_v2/side_by_side.md" 2>/dev/null || tail -n 20 "$OUT/side_v2.log"
 fi
 
 step "benchmark suite (ours, every fast mode but compile)"
@@ -101,7 +110,7 @@ if [ -d $OFFICIAL ]; then
 fi
 
 step "torch.compile (ours; first call is the compile time)"
-timeout 50 $PY -m triplanenet.cli.main bench --device $DEVICE "${COMPILE_ARGS[@]}" --out "$OUT/compile" \
+timeout 45 $PY -m triplanenet.cli.main bench --device $DEVICE "${COMPILE_ARGS[@]}" --out "$OUT/compile" \
     > "$OUT/compile.log" 2>&1
 echo "exit $?"; cat "$OUT/compile/bench.md" 2>/dev/null || tail -n 30 "$OUT/compile.log"
 step done

@@ -22,6 +22,15 @@ compared too (max |Δ|); rendering in the official code is stochastic.
 our own fp32 inversion (deterministic rendering on both, max |Δ| and PSNR of the 512² image). ``--train-amp`` adds a
 ``train_step`` row with our trainer's bf16 autocast (CUDA only; the official coach has no mixed precision).
 
+``--version 2`` runs TriPlaneNet v2 (the WACV'24 model) on both sides instead: the official ``models/triplanenet_v2.py``
+(built and loaded by ``benchmarks/official_v2_parity.py``, which copies our weights in with ``strict=True``;
+``--v2-upsampling`` picks its decoder, default the paper's nearest-neighbour one) against our v2 model. Its
+``inversion`` is the official v2 forward ``net(x, c, c_mirror, x_mirror=x_mirror)``, which renders the first branch at
+the input and mirror cameras and the final planes at the input camera and the novel view (the mirror camera when none
+is given), against ours with ``target_camera='mirror'`` and the same mirror inputs (the same four renders);
+``triplane_encoder`` feeds both encoders 9 channels and the first-branch planes (ours returns the residual, so the
+planes are added to it as the official encoder does). There is no ``train_step`` for v2 (the official v1 coach).
+
 No files of the official code are imported until ``--official`` is given. ``requests`` (only used by ``dnnlib`` for
 downloads) is replaced by an empty stub module when it is not installed. rosinality's fused StyleGAN2 ops
 (``models.stylegan2.op``, CUDA code JIT-compiled at import, imported by the pSp encoder but not used by it) are always
@@ -36,6 +45,7 @@ import argparse
 import copy
 import dataclasses
 import importlib
+import importlib.util
 import json
 import statistics
 import sys
@@ -56,7 +66,7 @@ from triplanenet.bench import (
     make_trainer_step,
     release_cached_memory,
 )
-from triplanenet.eg3d.camera import camera_label
+from triplanenet.eg3d.camera import camera_label, mirror_label
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
 from triplanenet.io.atomic import write_text_atomic
@@ -66,10 +76,16 @@ from triplanenet.perf import FastRunner, InferenceSettings, apply_fast_mode, cpu
 OFFICIAL_SR_MODULE = "models.eg3d.superresolution.SuperresolutionHybrid8XDC"
 
 
-def build_ours(device: torch.device, depth_samples: int, seed: int) -> TriPlaneNet:
+def build_ours(
+    device: torch.device, depth_samples: int, seed: int, version: int = 1, upsampling: str = "nearest"
+) -> TriPlaneNet:
     torch.manual_seed(seed)
     generator = TriPlaneGenerator(GeneratorConfig.ffhq512())
-    model = TriPlaneNet(TriPlaneNetConfig.official(generator.config), generator=generator)
+    if version == 2:
+        config = TriPlaneNetConfig.official_v2(generator.config, upsampling=upsampling)  # type: ignore[arg-type]
+    else:
+        config = TriPlaneNetConfig.official(generator.config)
+    model = TriPlaneNet(config, generator=generator)
     model.set_latent_avg(generator.w_avg + 0.1 * torch.randn_like(generator.w_avg))
     model.decoder.set_rendering(depth_resolution=depth_samples, depth_resolution_importance=depth_samples)
     return model.to(device).eval().requires_grad_(False)
@@ -151,6 +167,23 @@ def build_official(official: types.SimpleNamespace, ours: TriPlaneNet, device: t
     return model.to(device).eval().requires_grad_(False)
 
 
+def _v2_parity_module() -> types.ModuleType:
+    """``benchmarks/official_v2_parity.py`` (the official v2 import and builder), loaded from its file."""
+    path = Path(__file__).resolve().parent / "official_v2_parity.py"
+    spec = importlib.util.spec_from_file_location("official_v2_parity", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_official_v2(path: Path, ops: str, ours: TriPlaneNet) -> nn.Module:
+    """The official v2 ``TriPlaneNet`` holding the weights of our v2 ``ours`` (same decoder, samples and device)."""
+    parity = _v2_parity_module()
+    return parity.build_official_v2(parity.import_official_v2(path, ops), ours)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -202,13 +235,15 @@ def official_train_step(
     return step
 
 
-def fast_inversion(model: TriPlaneNet, mode: str, device: torch.device) -> Callable[..., torch.Tensor]:
+def fast_inversion(
+    model: TriPlaneNet, mode: str, device: torch.device, target: str | None = None
+) -> Callable[..., torch.Tensor]:
     """Our deterministic inversion ``(x, cams) -> 512² image`` under a fast mode (models changed in place by
-    channels-last or compile are copies)."""
+    channels-last or compile are copies); ``target='mirror'`` also renders the mirror view, as the official v2 does."""
     settings = InferenceSettings.from_mode(mode)
     if settings.channels_last or settings.compile:
         model = apply_fast_mode(copy.deepcopy(model), dataclasses.replace(settings, cuda_graphs=False))
-    return FastRunner(lambda x, c: model(x, c, deterministic=True).image, settings, device)
+    return FastRunner(lambda x, c: model(x, c, target, deterministic=True).image, settings, device)
 
 
 def time_side(
@@ -264,6 +299,7 @@ def _median(values: list[float]) -> float | None:
 def report_markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """The side-by-side table (one line per workload × mode × batch)."""
     lines = [
+        f"TriPlaneNet v{meta.get('version', 1)}, "
         f"{meta['device_name']} ({meta['device']}), torch {meta['torch']}, {meta['threads']} threads, "
         f"{'glibc malloc defaults' if meta.get('cpu_allocator_threshold') is None else 'CPU allocator tuned'}, "
         f"random weights at FFHQ sizes, inversion with {meta['depth_samples_inversion']}+"
@@ -317,6 +353,15 @@ def main() -> None:
     parser.add_argument("--train-batch-sizes", default=None, help="batch sizes of train_step (default: --batch-sizes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--version", type=int, choices=(1, 2), default=1, help="TriPlaneNet version of both sides (2: the v2 code)"
+    )
+    parser.add_argument(
+        "--v2-upsampling",
+        choices=("nearest", "pixelshuffle"),
+        default="nearest",
+        help="decoder of the v2 tri-plane encoder on both sides (official --use_pixelshuffle: pixelshuffle)",
+    )
+    parser.add_argument(
         "--official-ops",
         choices=("cuda", "ref"),
         default="cuda",
@@ -332,11 +377,19 @@ def main() -> None:
     if not args.default_allocator:
         tune_cpu_allocator()  # process-wide: both code bases run with it
     device = torch.device(args.device)
+    names = [n for n in args.workloads.split(",") if n]
+    if args.version == 2 and "train_step" in names:
+        raise SystemExit("train_step is the official v1 coach's step; leave it out of --workloads with --version 2")
     official = import_official(args.official.resolve(), args.official_ops)
-    ours = build_ours(device, args.depth_samples, args.seed)
-    theirs = build_official(official, ours, device, args.depth_samples)
+    ours = build_ours(device, args.depth_samples, args.seed, args.version, args.v2_upsampling)
+    if args.version == 2:
+        theirs = build_official_v2(args.official.resolve(), args.official_ops, ours)
+    else:
+        theirs = build_official(official, ours, device, args.depth_samples)
     synth_kwargs = {"depth_resolution": 48, "depth_resolution_importance": 48}
     meta = {
+        "version": args.version,
+        "v2_upsampling": args.v2_upsampling if args.version == 2 else None,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
         "torch": torch.__version__,
@@ -350,7 +403,6 @@ def main() -> None:
         "warmup": args.warmup,
         "fast_modes": [m for m in args.fast_modes.split(",") if m],
     }
-    names = [n for n in args.workloads.split(",") if n]
     known = ("synthesis", "psp", "triplane_encoder", "inversion", "train_step")
     for name in names:
         if name not in known:
@@ -361,7 +413,7 @@ def main() -> None:
     for batch in sorted(set(batch_sizes) | set(train_batch_sizes)):
         gen = torch.Generator().manual_seed(args.seed + batch)
         x = (torch.rand(batch, 3, 256, 256, generator=gen) * 2 - 1).to(device)
-        x6 = (torch.rand(batch, 6, 256, 256, generator=gen) * 2 - 1).to(device)
+        x6 = (torch.rand(batch, 6 if args.version == 1 else 9, 256, 256, generator=gen) * 2 - 1).to(device)
         cams = camera_label(torch.linspace(-0.3, 0.3, batch) if batch > 1 else torch.zeros(1), torch.zeros(batch))
         cams = cams.to(device)
         ws = ours.latent_avg.unsqueeze(0) + 0.5 * torch.randn(batch, 14, 512, generator=gen).to(device)
@@ -384,6 +436,10 @@ def main() -> None:
                 theirs.decoder.rendering_kwargs.clear()
                 theirs.decoder.rendering_kwargs.update(saved)
 
+        # v2: the mirror inputs and first-branch planes (computed once, outside the timed calls).
+        x_mirror, cams_mirror = x.flip(-1), mirror_label(cams)
+        planes = ours.decoder.planes(ws).flatten(1, 2) if args.version == 2 else None
+        target = "mirror" if args.version == 2 else None
         workloads: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {
             "synthesis": (ours_synthesis, theirs_synthesis),
             "psp": (lambda x=x: ours.psp_encoder(x), lambda x=x: theirs.psp_encoder(x)),
@@ -393,6 +449,17 @@ def main() -> None:
             ),
             "inversion": (lambda x=x, c=cams: ours(x, c).image, lambda x=x, c=cams: theirs(x, c)),
         }
+        if args.version == 2:
+            workloads["triplane_encoder"] = (
+                lambda x9=x6, p=planes: ours.triplanenet_encoder(x9, p) + p,
+                lambda x9=x6, p=planes: theirs.triplanenet_encoder(x9, p),
+            )
+            workloads["inversion"] = (
+                lambda x=x, c=cams, xm=x_mirror, cm=cams_mirror: (
+                    ours(x, c, "mirror", x_mirror=xm, camera_mirror=cm).image
+                ),
+                lambda x=x, c=cams, xm=x_mirror, cm=cams_mirror: theirs(x, c, cm, x_mirror=xm)["y_hat_resized"],
+            )
         reference: torch.Tensor | None = None
         for name in names:
             if batch not in (train_batch_sizes if name == "train_step" else batch_sizes):
@@ -410,7 +477,7 @@ def main() -> None:
                 cases.append(("fp32", *workloads[name], False))
             if name == "inversion":
                 for mode in meta["fast_modes"]:
-                    runner = fast_inversion(ours, mode, device)
+                    runner = fast_inversion(ours, mode, device, target)
                     cases.append((mode, lambda r=runner, x=x, c=cams: r(x, c), workloads[name][1], False))
             for mode, fn_ours, fn_theirs, grad in cases:
                 result = time_pair(fn_ours, fn_theirs, device, args.warmup, args.repeats, grad)
@@ -423,7 +490,7 @@ def main() -> None:
                     max_diff = float((_tensor(out_ours).float() - _tensor(out_theirs).float()).abs().max())
                 if out_ours is not None and name == "inversion" and mode != "fp32":
                     if reference is None:
-                        reference = fast_inversion(ours, "fp32", device)(x, cams)
+                        reference = fast_inversion(ours, "fp32", device, target)(x, cams)
                     max_diff, psnr = image_accuracy(reference, out_ours)
                 med_ours, med_theirs = _median(t_ours), _median(t_theirs)
                 row = {
