@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	# MTCNN weights ship in facenet-pytorch; --no-deps because its pins would replace torch. Never imported.
 	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
+	# The canonical LPIPS heads (weights/v0.1/alex.pth), compared with ours by a test; --no-deps: no torchvision.
+	# Never imported.
+	$(PY) -m pip install --quiet --no-deps lpips==0.1.4
 	$(VENV)/bin/triplanenet fetch-weights
 	touch $(STAMP)
 

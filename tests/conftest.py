@@ -1,4 +1,10 @@
-"""Shared pytest fixtures: where the official reference fixtures live, and how to build their weights."""
+"""Shared pytest fixtures: where the official reference fixtures live, and how to build their weights.
+
+Environment: TRIPLANENET_REFERENCE (the reference pack; default ../shared/reference), TRIPLANENET_REQUIRE_REFERENCE=1
+(a missing reference file fails instead of skipping; .ci/run sets it), TRIPLANENET_PARITY_REPORT=1 (list the max |Δ|
+of every tensor compared with :func:`assert_parity`). Every run that reads the pack ends with a "reference parity"
+line: how many tests read it and how they ended.
+"""
 
 from __future__ import annotations
 
@@ -28,13 +34,65 @@ def _reference_dir() -> Path:
 REFERENCE_DIR = _reference_dir()
 FIXTURES_DIR = REFERENCE_DIR / "fixtures"
 KEYS_DIR = REFERENCE_DIR / "keys"
+REQUIRE_REFERENCE = os.environ.get("TRIPLANENET_REQUIRE_REFERENCE", "") not in ("", "0")
+"""CI sets TRIPLANENET_REQUIRE_REFERENCE=1: a missing reference file then fails the test instead of skipping it."""
+
+# Which tests read the reference pack, so that the run can say how many parity tests actually ran. The helpers
+# below note each read; a read made while a (possibly module-scoped) fixture is being set up also marks that
+# fixture, so every later test that requests the cached fixture counts too.
+_current_item: pytest.Item | None = None
+_fixtures_in_setup: list[object] = []
+_reference_fixturedefs: set[int] = set()
+_REFERENCE_PROPERTY = "reference_pack"
+_reference_outcomes: dict[str, int] = {"passed": 0, "failed": 0, "skipped": 0}
+_reads_reference = pytest.StashKey[bool]()
+
+PARITY_REPORT = os.environ.get("TRIPLANENET_PARITY_REPORT", "") not in ("", "0")
+"""TRIPLANENET_PARITY_REPORT=1 prints, after the run, the max |Δ| of every tensor compared with assert_parity."""
+_PARITY_PROPERTY = "parity_max_abs_delta"
+_parity_rows: list[tuple[str, str, float, float, float]] = []  # (test id, tensor, max |Δ|, atol, rtol)
+
+
+def _note_reference_use() -> None:
+    if _current_item is not None:
+        _current_item.stash[_reads_reference] = True
+    _reference_fixturedefs.update(id(fixturedef) for fixturedef in _fixtures_in_setup)
+
+
+def _missing_reference(what: str, path: Path) -> None:
+    """Skip (default) or fail (TRIPLANENET_REQUIRE_REFERENCE=1) a test whose reference file is absent."""
+    if REQUIRE_REFERENCE:
+        origin = "from TRIPLANENET_REFERENCE" if os.environ.get("TRIPLANENET_REFERENCE") else "the default"
+        pytest.fail(
+            f"reference {what} {path.name} is missing: looked for {path} (reference pack directory {REFERENCE_DIR}, "
+            f"{origin}). TRIPLANENET_REQUIRE_REFERENCE=1 makes this a failure; point TRIPLANENET_REFERENCE at the "
+            "folder that holds fixtures/ and keys/, or unset TRIPLANENET_REQUIRE_REFERENCE to skip the parity tests.",
+            pytrace=False,
+        )
+    pytest.skip(f"reference {what} {path.name} not available (set TRIPLANENET_REFERENCE)")
+
+
+def assert_parity(name: str, actual: torch.Tensor, expected: torch.Tensor, *, atol: float, rtol: float = 0.0) -> None:
+    """``torch.testing.assert_close`` against a reference tensor that also records the max |Δ| for the report.
+
+    The measured largest absolute difference is printed in the summary line of every run, and per tensor with
+    TRIPLANENET_PARITY_REPORT=1 (the numbers quoted in README.md and docs/architecture.md come from there).
+    """
+    if actual.shape == expected.shape and actual.numel():
+        delta = (actual.detach().double() - expected.detach().double()).abs().max().item()
+    else:
+        delta = float("nan")
+    if _current_item is not None:
+        _current_item.user_properties.append((_PARITY_PROPERTY, (name, delta, atol, rtol)))
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
 
 
 def fixture_path(name: str) -> Path:
-    """Path of a reference fixture; skips the test cleanly when the reference pack is absent."""
+    """Path of a reference fixture; skips the test when the pack is absent (fails under the require variable)."""
+    _note_reference_use()
     path = FIXTURES_DIR / name
     if not path.exists():
-        pytest.skip(f"reference fixture {name} not available (set TRIPLANENET_REFERENCE)")
+        _missing_reference("fixture", path)
     return path
 
 
@@ -44,10 +102,11 @@ def load_fixture(name: str) -> dict:
 
 
 def read_keys_tsv(name: str) -> dict[str, tuple[int, ...]]:
-    """``{key: shape}`` from a reference ``keys/*.tsv`` dump; skips when absent."""
+    """``{key: shape}`` from a reference ``keys/*.tsv`` dump; skips when absent (fails under the require variable)."""
+    _note_reference_use()
     path = KEYS_DIR / name
     if not path.exists():
-        pytest.skip(f"reference key list {name} not available")
+        _missing_reference("key list", path)
     shapes: dict[str, tuple[int, ...]] = {}
     for line in path.read_text().splitlines():
         if not line or line.startswith("#"):
@@ -80,6 +139,82 @@ def fill_module(module: torch.nn.Module, seed: int = 1, prefix: str = "") -> Non
 @pytest.fixture(autouse=True)
 def _torch_determinism() -> None:
     torch.manual_seed(0)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    global _current_item
+    _current_item = item
+    try:
+        return (yield)
+    finally:
+        _current_item = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
+    _fixtures_in_setup.append(fixturedef)
+    try:
+        return (yield)
+    finally:
+        _fixtures_in_setup.pop()
+
+
+def _reads_reference_pack(item: pytest.Item) -> bool:
+    if item.stash.get(_reads_reference, False):
+        return True
+    info = getattr(item, "_fixtureinfo", None)  # the fixtures the test requests, transitively
+    definitions = info.name2fixturedefs.values() if info is not None else ()
+    return any(id(fixturedef) in _reference_fixturedefs for chain in definitions for fixturedef in chain)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if _reads_reference_pack(item):
+        # user_properties travel with the report from pytest-xdist workers to the controller that prints the summary.
+        report.user_properties.append((_REFERENCE_PROPERTY, True))
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        for name, value in report.user_properties:
+            if name == _PARITY_PROPERTY:
+                tensor, delta, atol, rtol = value
+                _parity_rows.append((report.nodeid, tensor, delta, atol, rtol))
+    if not any(name == _REFERENCE_PROPERTY for name, _ in report.user_properties):
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        _reference_outcomes[report.outcome] += 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    total = sum(_reference_outcomes.values())
+    if total == 0 and not REQUIRE_REFERENCE:
+        return
+    passed, failed, skipped = (_reference_outcomes[k] for k in ("passed", "failed", "skipped"))
+    state = "found" if REFERENCE_DIR.is_dir() else "NOT FOUND"
+    hint = "; set TRIPLANENET_REQUIRE_REFERENCE=1 to fail instead of skip" if skipped and not REQUIRE_REFERENCE else ""
+    terminalreporter.write_line(
+        f"reference parity: {total} tests read the reference pack "
+        f"(passed {passed}, failed {failed}, skipped {skipped}); pack {REFERENCE_DIR} {state}{hint}",
+        bold=True,
+        red=failed > 0 or (REQUIRE_REFERENCE and passed == 0),
+    )
+    if not _parity_rows:
+        return
+    # The headline leaves out summary statistics (sums over millions of values carry a relative tolerance only).
+    values = [row for row in _parity_rows if "stats" not in row[1]] or _parity_rows
+    worst = max(values, key=lambda row: row[2] if row[2] == row[2] else float("inf"))
+    terminalreporter.write_line(
+        f"reference parity: {len(_parity_rows)} tensor comparisons, largest max |Δ| {worst[2]:.3g} ({worst[1]}, "
+        f"{worst[0]})" + ("" if PARITY_REPORT else "; TRIPLANENET_PARITY_REPORT=1 lists every one")
+    )
+    if PARITY_REPORT:
+        terminalreporter.write_line("max |Δ|    atol     rtol     test :: tensor")
+        for nodeid, tensor, delta, atol, rtol in sorted(_parity_rows):
+            terminalreporter.write_line(f"{delta:<10.3g} {atol:<8.0e} {rtol:<8.0e} {nodeid} :: {tensor}")
 
 
 def _mtcnn_available() -> bool:

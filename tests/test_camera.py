@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import load_fixture
+from conftest import assert_parity, load_fixture
 from triplanenet.eg3d.camera import (
     FFHQ_FOCAL,
     FFHQ_PIVOT,
@@ -62,21 +62,21 @@ def _position(c: torch.Tensor) -> torch.Tensor:
 def test_frontal_camera_matches_fixture(eg3d_fixture: dict) -> None:
     got = camera_label(0.0, 0.0)
     assert got.shape == (1, 25) and got.dtype == torch.float32
-    torch.testing.assert_close(got[0], eg3d_fixture["cam_frontal"], atol=PARITY_ATOL, rtol=0)
+    assert_parity("cam_frontal", got[0], eg3d_fixture["cam_frontal"], atol=PARITY_ATOL, rtol=0)
 
 
 def test_yaw_pitch_camera_matches_fixture(eg3d_fixture: dict) -> None:
     got = camera_label(0.5, -0.2)[0]
-    torch.testing.assert_close(got, eg3d_fixture["cam_yaw05_pitchm02"], atol=PARITY_ATOL, rtol=0)
+    assert_parity("cam_yaw05_pitchm02", got, eg3d_fixture["cam_yaw05_pitchm02"], atol=PARITY_ATOL, rtol=0)
 
 
 def test_batched_labels_match_fixture(eg3d_fixture: dict) -> None:
     got = camera_label(torch.tensor([0.0, 0.5]), torch.tensor([0.0, -0.2]))
-    torch.testing.assert_close(got, eg3d_fixture["c"], atol=PARITY_ATOL, rtol=0)
+    assert_parity("c", got, eg3d_fixture["c"], atol=PARITY_ATOL, rtol=0)
 
 
 def test_mirror_matches_fixture(eg3d_fixture: dict) -> None:
-    torch.testing.assert_close(mirror_label(eg3d_fixture["c"]), eg3d_fixture["c_mirrored"], atol=0, rtol=0)
+    assert_parity("c_mirrored", mirror_label(eg3d_fixture["c"]), eg3d_fixture["c_mirrored"], atol=0, rtol=0)
 
 
 def test_novel_views_match_fixture(eg3d_fixture: dict) -> None:
@@ -85,9 +85,9 @@ def test_novel_views_match_fixture(eg3d_fixture: dict) -> None:
     got = novel_view_labels(c, yaw_list)
     assert got.shape == (3, 2, 25)
     for b in range(2):  # the pose does not depend on the input camera, only its intrinsics are kept
-        torch.testing.assert_close(got[:, b], eg3d_fixture["novel_view_c"], atol=PARITY_ATOL, rtol=0)
+        assert_parity("novel_view_c", got[:, b], eg3d_fixture["novel_view_c"], atol=PARITY_ATOL, rtol=0)
     single = novel_view_labels(c[0], [-0.8, 0.0, 0.8])
-    torch.testing.assert_close(single, eg3d_fixture["novel_view_c"], atol=PARITY_ATOL, rtol=0)
+    assert_parity("novel_view_c", single, eg3d_fixture["novel_view_c"], atol=PARITY_ATOL, rtol=0)
 
 
 def test_yaw_sign_convention_from_fixture(eg3d_fixture: dict) -> None:

@@ -469,13 +469,22 @@ def test_unsupported_superresolution_module_is_a_config_error(tmp_path: Path, pt
     kwargs = dict(pth_dict["init_kwargs"])
     kwargs["rendering_kwargs"] = {
         **kwargs["rendering_kwargs"],
-        "superresolution_module": "training.superresolution.SuperresolutionHybrid4X",
+        "superresolution_module": "training.superresolution.SuperresolutionHybridDeepfp32",
     }
-    path = tmp_path / "sr4x.pth"
+    path = tmp_path / "srdeep.pth"
     torch.save({**pth_dict, "init_kwargs": kwargs}, path)
-    with pytest.raises(ConfigError, match="SuperresolutionHybrid4X") as excinfo:
+    with pytest.raises(ConfigError, match="SuperresolutionHybridDeepfp32") as excinfo:
         load_generator(path)
     assert str(path) in _one_line_error(excinfo)
+    # A known class whose output size contradicts img_resolution (the official constructor asserts it).
+    kwargs["rendering_kwargs"] = {
+        **kwargs["rendering_kwargs"],
+        "superresolution_module": "training.superresolution.SuperresolutionHybrid2X",
+    }
+    path = tmp_path / "sr2x.pth"
+    torch.save({**pth_dict, "init_kwargs": kwargs}, path)
+    with pytest.raises(ConfigError, match=r"SuperresolutionHybrid2X makes 128² images but img_resolution is 512"):
+        load_generator(path)
 
 
 def test_invalid_device_is_a_config_error() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from triplanenet.synth.dataset import build_synth_dataset, load_synth_world
 from triplanenet.train.fit_generator import FitConfig, default_generator_config, fit_generator
 from triplanenet.train.identity_net import (
     default_identity_config,
+    face_crops,
     load_identity_safetensors,
     save_identity_network,
     train_identity_network,
@@ -61,11 +63,43 @@ def test_identity_network_trains_saves_and_loads(world, tmp_path: Path) -> None:
     )
     scores = verification_scores(network, data.images, data.identity)
     assert set(scores) == {"same_cosine", "different_cosine", "auc"}
+    # The values, recomputed from the embeddings: 3 same-identity pairs, 12 different-identity pairs.
+    embeddings = network(face_crops(data.images, config.input_size))
+    assert torch.allclose(embeddings.norm(dim=1), torch.ones(6), atol=1e-5)
+    cosine = embeddings @ embeddings.t()
+    same = [float(cosine[i, i + 1]) for i in (0, 2, 4)]
+    different = [float(cosine[i, j]) for i in range(6) for j in range(i + 1, 6) if i // 2 != j // 2]
+    assert scores["same_cosine"] == pytest.approx(sum(same) / 3, abs=1e-6)
+    assert scores["different_cosine"] == pytest.approx(sum(different) / 12, abs=1e-6)
+    assert scores["auc"] == sum(s > d for s in same for d in different) / 36
     path = tmp_path / "identity.safetensors"
     save_identity_network(network, path)
     loaded = load_identity_safetensors(path)
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     torch.testing.assert_close(loaded(x), network(x))
+    assert verification_scores(loaded, data.images, data.identity) == scores
     (tmp_path / "bad.safetensors").write_bytes(b"junk")
     with pytest.raises(CheckpointError):
         load_identity_safetensors(tmp_path / "bad.safetensors")
+
+
+def test_verification_scores_hand_computed() -> None:
+    # Fixed unit embeddings for identities [0, 0, 1, 1, 2, 2]. Same-identity cosines: 0.6, 1.0, 0.6 (mean 2.2 / 3).
+    # Different-identity cosines: 0.8 three times, 0.48 once, 0 eight times (mean 2.88 / 12 = 0.24). AUC: each 0.6
+    # beats the eight zeros and 0.48 (9 of 12), 1.0 beats all 12: 30 of 36 pairs.
+    embeddings = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.8, 0.0, 0.6]]
+    )
+
+    class FixedEmbeddings(torch.nn.Module):
+        cfg = SimpleNamespace(input_size=8)
+
+        def forward(self, crops: torch.Tensor) -> torch.Tensor:
+            assert crops.shape == (6, 3, 8, 8)
+            return embeddings
+
+    identity = torch.tensor([0, 0, 1, 1, 2, 2])
+    scores = verification_scores(FixedEmbeddings(), torch.zeros(6, 3, 32, 32), identity)  # type: ignore[arg-type]
+    assert scores["same_cosine"] == pytest.approx(2.2 / 3, abs=1e-6)
+    assert scores["different_cosine"] == pytest.approx(0.24, abs=1e-6)
+    assert scores["auc"] == pytest.approx(30 / 36, abs=1e-7)  # a float32 mean

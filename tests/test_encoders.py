@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from conftest import fill_module, load_fixture, read_keys_tsv
+from conftest import assert_parity, fill_module, load_fixture, read_keys_tsv
 from triplanenet.encoders import (
     GradualStyleEncoder,
     IRSEBackbone,
@@ -141,11 +141,11 @@ def triplane_run(fixture: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
 def test_psp_matches_official(fixture: dict, psp_run: tuple[torch.Tensor, dict[str, torch.Tensor]]) -> None:
     codes, feats = psp_run
     assert codes.shape == (1, 14, 512)
-    torch.testing.assert_close(codes, fixture["codes"], atol=ATOL, rtol=RTOL)
-    for name in ("c1", "c2", "c3"):
-        torch.testing.assert_close(feats[name], fixture[f"psp_{name}"], atol=ATOL, rtol=RTOL)
+    assert_parity("codes", codes, fixture["codes"], atol=ATOL, rtol=RTOL)
+    for ours, official in (("stride4", "psp_c1"), ("stride8", "psp_c2"), ("stride16", "psp_c3")):
+        assert_parity(official, feats[ours], fixture[official], atol=ATOL, rtol=RTOL)
     # TriPlaneNet adds latent_avg outside the encoder.
-    torch.testing.assert_close(codes + fixture["latent_avg_14"], fixture["codes_plus_avg"], atol=ATOL, rtol=RTOL)
+    assert_parity("codes_plus_avg", codes + fixture["latent_avg_14"], fixture["codes_plus_avg"], atol=ATOL, rtol=RTOL)
 
 
 def test_triplane_encoder_matches_official(
@@ -153,24 +153,26 @@ def test_triplane_encoder_matches_official(
 ) -> None:
     out, feats = triplane_run
     assert out.shape == (1, 96, 256, 256)
-    torch.testing.assert_close(feats["bottom"], fixture["tri_body_out"], atol=ATOL, rtol=RTOL)
+    assert_parity("tri_body_out", feats["bottom"], fixture["tri_body_out"], atol=ATOL, rtol=RTOL)
     c3 = feats["c3"].double()
     c3_stats = torch.stack([c3.mean((2, 3)), c3.std((2, 3)), c3.abs().mean((2, 3))], dim=-1)
-    torch.testing.assert_close(c3_stats, fixture["tri_c3_stats"].double(), atol=ATOL, rtol=RTOL)
+    assert_parity("tri_c3_stats", c3_stats, fixture["tri_c3_stats"].double(), atol=ATOL, rtol=RTOL)
 
-    torch.testing.assert_close(out[:, :, ::4, ::4], fixture["triplane_out_stride4"], atol=ATOL, rtol=RTOL)
+    assert_parity("triplane_out_stride4", out[:, :, ::4, ::4], fixture["triplane_out_stride4"], atol=ATOL, rtol=RTOL)
     y0, x0 = (int(v) for v in fixture["triplane_out_crop_origin"])
     crop = fixture["triplane_out_crop"]
     h, w = crop.shape[-2:]
     torch.testing.assert_close(out[:, :, y0 : y0 + h, x0 : x0 + w], crop, atol=ATOL, rtol=RTOL)
-    torch.testing.assert_close(out[:, :, 0, :], fixture["triplane_out_row0"], atol=ATOL, rtol=RTOL)
+    assert_parity("triplane_out_row0", out[:, :, 0, :], fixture["triplane_out_row0"], atol=ATOL, rtol=RTOL)
 
     o = out.double()
     stats = torch.stack([o.mean(), o.std(), o.abs().sum(), o.min(), o.max()])
     # abs-sum is over 6.3M values (≈8.6e5), so it gets a relative tolerance only.
-    torch.testing.assert_close(stats, fixture["triplane_out_stats"].double(), atol=ATOL, rtol=RTOL)
+    assert_parity("triplane_out_stats", stats, fixture["triplane_out_stats"].double(), atol=ATOL, rtol=RTOL)
     channel = torch.stack([o.mean((2, 3)), o.std((2, 3)), o.abs().mean((2, 3))], dim=-1)
-    torch.testing.assert_close(channel, fixture["triplane_out_channel_stats"].double(), atol=ATOL, rtol=RTOL)
+    assert_parity(
+        "triplane_out_channel_stats", channel, fixture["triplane_out_channel_stats"].double(), atol=ATOL, rtol=RTOL
+    )
 
 
 def test_v2_triplane_encoder_matches_official() -> None:
@@ -181,11 +183,11 @@ def test_v2_triplane_encoder_matches_official() -> None:
     planes = fixture["encoder_planes_small"].repeat_interleave(8, -2).repeat_interleave(8, -1)
     with torch.no_grad():
         out = planes + enc(fixture["encoder_x9"], planes)
-    torch.testing.assert_close(out[:, :, ::4, ::4], fixture["encoder_out_stride4"], atol=ATOL, rtol=RTOL)
-    torch.testing.assert_close(out[:, :, 120:136, 120:136], fixture["encoder_out_crop"], atol=ATOL, rtol=RTOL)
+    assert_parity("encoder_out_stride4", out[:, :, ::4, ::4], fixture["encoder_out_stride4"], atol=ATOL, rtol=RTOL)
+    assert_parity("encoder_out_crop", out[:, :, 120:136, 120:136], fixture["encoder_out_crop"], atol=ATOL, rtol=RTOL)
     o = out.double()
     stats = torch.stack([o.mean(), o.std(), o.abs().sum(), o.min(), o.max()])
-    torch.testing.assert_close(stats, fixture["encoder_out_stats"].double(), atol=ATOL, rtol=RTOL)
+    assert_parity("encoder_out_stats", stats, fixture["encoder_out_stats"].double(), atol=ATOL, rtol=RTOL)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -199,9 +201,9 @@ def test_tiny_psp_shapes() -> None:
     with torch.no_grad():
         codes, feats = psp.forward_with_features(x)
     assert codes.shape == (2, cfg.n_styles, cfg.w_dim)
-    assert feats["c1"].shape == (2, cfg.body.channels[1], 16, 16)
-    assert feats["c2"].shape == (2, cfg.body.channels[2], 8, 8)
-    assert feats["c3"].shape == (2, cfg.body.channels[3], 4, 4)
+    assert feats["stride4"].shape == (2, cfg.body.channels[1], 16, 16)
+    assert feats["stride8"].shape == (2, cfg.body.channels[2], 8, 8)
+    assert feats["stride16"].shape == (2, cfg.body.channels[3], 4, 4)
     assert torch.isfinite(codes).all()
     # Train mode and backward work (BatchNorm with a batch of 2).
     psp.train()

@@ -1,4 +1,4 @@
-"""The bundled default model and the end-to-end demo on held-out procedural heads (with ground truth)."""
+"""The end-to-end demo on held-out procedural heads (with ground truth); the bundled model comes from `bundled`."""
 
 from __future__ import annotations
 
@@ -6,54 +6,35 @@ import csv
 import io
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
 
+# The bundled assets and the held-out poses live in triplanenet.bundled (the evaluation protocol needs them too, and
+# this module depends on the protocol); they stay importable from here.
+from triplanenet.bundled import (
+    DEMO_POSES,
+    DEMO_SEED,
+    SIGMA_NET_FORMAT,
+    default_assets_dir,
+    load_default_identity_network,
+    load_default_model,
+    load_default_sigma_net,
+)
 from triplanenet.errors import CheckpointError
-from triplanenet.model import TriPlaneNet
 
-SIGMA_NET_FORMAT = "triplanenet-confnet"
-DEMO_SEED = 900_000  # identities drawn from this seed are not in the training worlds (seeds 0 and 1)
-DEMO_POSES = ((0.0, 0.0), (0.35, -0.05), (-0.3, 0.05), (0.15, -0.1), (-0.45, 0.0), (0.5, 0.1))
-
-
-def default_assets_dir() -> Path:
-    return Path(str(resources.files("triplanenet") / "assets" / "default"))
-
-
-def load_default_model(device: str | torch.device = "cpu") -> TriPlaneNet:
-    """The bundled TriPlaneNet + generator trained on the procedural heads world (CPU-sized)."""
-    from triplanenet.io.model_checkpoints import load_triplanenet
-
-    path = default_assets_dir() / "model.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"the bundled default model is missing ({path}); reinstall triplanenet")
-    return load_triplanenet(path, device=device)
-
-
-def load_default_identity_network():
-    """The identity network trained on procedural identities, or None when not bundled."""
-    from triplanenet.train.identity_net import load_identity_safetensors
-
-    path = default_assets_dir() / "identity.safetensors"
-    return load_identity_safetensors(path) if path.is_file() else None
-
-
-def load_default_sigma_net():
-    """The bundled σ-net (unsup3d ConfNet, nf 16) trained with eq. 4 on the default model's mirror residuals."""
-    import json
-
-    from triplanenet.io.safetensors_files import read_safetensors
-    from triplanenet.losses.confnet import ConfNet
-
-    path = default_assets_dir() / "confnet.safetensors"
-    state, metadata = read_safetensors(path, SIGMA_NET_FORMAT, "σ-net", "reinstall triplanenet")
-    config = json.loads(metadata["config"])
-    network = ConfNet(nf=config["nf"], zdim=config["zdim"])
-    network.load_state_dict(state, strict=True)
-    return network.eval().requires_grad_(False)
+__all__ = [
+    "DEMO_POSES",
+    "DEMO_SEED",
+    "SIGMA_NET_FORMAT",
+    "DemoResult",
+    "default_assets_dir",
+    "load_default_identity_network",
+    "load_default_model",
+    "load_default_sigma_net",
+    "metrics_markdown",
+    "run_demo",
+]
 
 
 @dataclass

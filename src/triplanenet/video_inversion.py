@@ -20,7 +20,7 @@ mask can be inspected or used in an editor. ``"none"`` (default) leaves the rend
 from __future__ import annotations
 
 import contextlib
-import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -136,7 +136,7 @@ def invert_video(
         :class:`VideoInversionResult` with timings.
     """
     from triplanenet.eg3d.camera import novel_view_labels
-    from triplanenet.io.atomic import write_text_atomic
+    from triplanenet.io.atomic import write_json_atomic
 
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
@@ -149,7 +149,10 @@ def invert_video(
     novel_labels = novel_view_labels(
         video.labels, yaw, pitch=pitch, radius=rendering.avg_camera_radius, pivot=rendering.avg_camera_pivot
     )
-    rate = float(fps or video.fps or 25.0)
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ConfigError(f"fps must be a positive number, got {fps!r}")
+    clip_rate = float(video.fps) if video.fps and math.isfinite(video.fps) and video.fps > 0 else 25.0
+    rate = float(fps) if fps is not None else clip_rate  # a clip without a usable rate is written at 25
     files = list(VIDEO_FILES) + (["mask.mp4"] if background != "none" else [])
     seconds_inversion = seconds_rendering = 0.0
     device = inverter.device
@@ -209,5 +212,5 @@ def invert_video(
             for i in range(len(video))
         ],
     }
-    write_text_atomic(out / "frames.json", json.dumps(info, indent=1))
+    write_json_atomic(out / "frames.json", info, indent=1)
     return result

@@ -53,6 +53,7 @@ import torch
 
 from triplanenet.errors import CheckpointError
 from triplanenet.io import safe_pickle
+from triplanenet.paths import triplanenet_home
 
 WEIGHTS_DIR_ENV = "TRIPLANENET_WEIGHTS"
 """Environment variable overriding :func:`default_weights_dir`."""
@@ -98,11 +99,11 @@ def lpips_alex_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def default_weights_dir() -> Path:
-    """``$TRIPLANENET_WEIGHTS`` if set (and non-empty), else ``~/.cache/triplanenet``."""
+    """``$TRIPLANENET_WEIGHTS`` if set (and non-empty), else :func:`triplanenet_home` (``~/.cache/triplanenet``)."""
     env = os.environ.get(WEIGHTS_DIR_ENV, "").strip()
     if env:
         return Path(env).expanduser()
-    return Path.home() / ".cache" / "triplanenet"
+    return triplanenet_home()
 
 
 def find_lpips_weights(weights_dir: str | os.PathLike[str] | None = None) -> Path | None:

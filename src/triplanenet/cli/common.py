@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,17 +30,23 @@ if TYPE_CHECKING:
     from triplanenet.perf import InferenceSettings
 
 ModelOption = Annotated[
-    Path | None, typer.Option("--model", help="Our TriPlaneNet .safetensors (default: the bundled model).")
+    Path | None,
+    typer.Option("--model", help="Our TriPlaneNet .safetensors, or an official name (default: the bundled model)."),
 ]
 CheckpointOption = Annotated[
     Path | None,
     typer.Option(
-        help="Official TriPlaneNet checkpoint, v2 (triplanenet_v2_final.pth, recommended) or v1 "
-        "(triplanenet_final.pth); needs --generator. A triplanenet train checkpoint works too."
+        help="Official TriPlaneNet checkpoint: a name (triplanenet-v2, recommended, or triplanenet-v1; see "
+        "`triplanenet download --list`) or a file, v2 (triplanenet_v2_final.pth) or v1 (triplanenet_final.pth), "
+        "which needs --generator. A triplanenet train checkpoint works too."
     ),
 ]
 GeneratorOption = Annotated[
-    Path | None, typer.Option(help="EG3D generator of an official checkpoint (ffhq512-128.pth / .pkl).")
+    Path | None,
+    typer.Option(
+        help="EG3D generator of an official checkpoint: a file (ffhq512-128.pth / .pkl) or a name "
+        "(triplanenet-ffhq512-128-pth, eg3d-ffhq512-128); named checkpoints default to theirs."
+    ),
 ]
 PresetOption = Annotated[
     str | None,
@@ -67,11 +74,15 @@ def fail(message: str) -> typer.Exit:
 
 
 def user_errors(func: F) -> F:
-    """Turn our user-facing exceptions into one-line messages and Ctrl-C into a clean exit (code 130)."""
+    """Turn our user-facing exceptions into one-line messages and Ctrl-C into a clean exit (code 130).
+
+    Float options are checked first: ``nan`` and ``inf`` are refused for every command (:func:`check_finite_options`).
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            check_finite_options(kwargs)
             return func(*args, **kwargs)
         except TriplaneNetError as exc:
             raise fail(str(exc)) from None
@@ -156,7 +167,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def parse_int_ranges(text: str, what: str = "seeds", example: str = "0-3,7") -> list[int]:
-    """``"0-3,7"`` -> [0, 1, 2, 3, 7] (non-negative integers); ``example`` goes into the error message."""
+    """``"0-3,7"`` -> [0, 1, 2, 3, 7] (non-negative integers below 2**63); ``example`` goes into the error message.
+
+    The count is checked against :data:`triplanenet.limits.SEEDS` before the list is built (``0-9999999999`` is
+    refused at once)."""
+    from triplanenet.limits import SEEDS
+
+    limit = SEEDS.value()
     values: list[int] = []
     try:
         for part in (p.strip() for p in text.split(",")):
@@ -165,25 +182,65 @@ def parse_int_ranges(text: str, what: str = "seeds", example: str = "0-3,7") -> 
             start_text, _, end_text = part.partition("-")
             start = int(start_text)
             end = int(end_text) if end_text else start
-            if start < 0 or end < start:
+            if start < 0 or end < start or end >= 2**63:
                 raise ValueError
+            if len(values) + (end - start + 1) > limit:
+                raise TriplaneNetError(
+                    f"{what} {text[:40]!r} asks for more than {limit} {what} in one run; split the range over "
+                    f"several runs, or set {SEEDS.env} to raise the limit"
+                )
             values.extend(range(start, end + 1))
     except ValueError:
-        raise TriplaneNetError(f"cannot parse {what} {text!r}: use non-negative numbers like {example}") from None
+        raise TriplaneNetError(f"cannot parse {what} {text[:60]!r}: use non-negative numbers like {example}") from None
     if not values:
         raise TriplaneNetError(f"no {what} given")
     return values
 
 
 def parse_floats(text: str, what: str) -> list[float]:
-    """``"-0.4,0,0.4"`` -> [-0.4, 0.0, 0.4]."""
+    """``"-0.4,0,0.4"`` -> [-0.4, 0.0, 0.4] (finite numbers only: ``nan`` and ``inf`` are refused)."""
     try:
         values = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise TriplaneNetError(f"cannot parse {what} {text!r}: use comma-separated numbers like -0.4,0,0.4") from None
+        raise TriplaneNetError(
+            f"cannot parse {what} {text[:60]!r}: use comma-separated numbers like -0.4,0,0.4"
+        ) from None
     if not values:
         raise TriplaneNetError(f"no {what} given")
+    if not all(math.isfinite(value) for value in values):
+        raise TriplaneNetError(f"{what} {text[:60]!r} holds nan or inf: use finite numbers like -0.4,0,0.4")
     return values
+
+
+def check_finite_options(options: dict[str, Any]) -> None:
+    """Refuse ``nan``/``inf`` in any float option (typer accepts them: ``--trunc nan`` gave black images).
+
+    Raises:
+        TriplaneNetError: naming the first non-finite option.
+    """
+    for name, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TriplaneNetError(f"--{name.replace('_', '-')} is {value}: give a finite number")
+
+
+def check_sizes(*, depth_samples: int | None = None, mesh_resolution: int | None = None) -> None:
+    """Bounds of the options that size a computation: ``--depth-samples`` (4 ..
+    :data:`~triplanenet.limits.DEPTH_SAMPLES`) and ``--mesh-resolution`` (8 ..
+    :data:`~triplanenet.limits.MESH_RESOLUTION`), checked before anything is rendered or allocated.
+
+    Raises:
+        TriplaneNetError / ConfigError: a value out of its range (the message says how to raise a limit).
+    """
+    from triplanenet.limits import DEPTH_SAMPLES, MESH_RESOLUTION
+
+    if depth_samples is not None:
+        if depth_samples < 4:
+            raise TriplaneNetError("--depth-samples must be at least 4")
+        DEPTH_SAMPLES.check(depth_samples, "--depth-samples")
+    if mesh_resolution is not None:
+        if mesh_resolution < 8:
+            raise TriplaneNetError("--mesh-resolution must be at least 8")
+        MESH_RESOLUTION.check(mesh_resolution, "--mesh-resolution")
 
 
 def progress() -> Progress:
@@ -217,10 +274,12 @@ def load_cli_model(
     device: torch.device,
 ) -> TriPlaneNet:
     """The TriPlaneNet chosen by ``--model`` / ``--checkpoint --generator`` / ``--preset``; the bundled default model
-    when none is given.
+    when none is given. Official names (``--checkpoint triplanenet-v2``) resolve to their cached downloads inside
+    :func:`~triplanenet.io.model_checkpoints.load_triplanenet` (:func:`triplanenet.io.registry.resolve_checkpoint`).
 
     Raises:
-        TriplaneNetError: several sources, ``--generator`` without ``--checkpoint``, or an unknown preset.
+        TriplaneNetError: several sources, ``--generator`` without ``--checkpoint``, an unknown preset, or a name
+            that is not downloaded yet.
     """
     from triplanenet.io.model_checkpoints import load_triplanenet
     from triplanenet.model import TriPlaneNet, TriPlaneNetConfig
@@ -231,7 +290,8 @@ def load_cli_model(
     if len(chosen) > 1:
         raise TriplaneNetError(
             f"choose one model source, not {' and '.join(chosen)}: --model ours.safetensors, --checkpoint "
-            "triplanenet_v2_final.pth --generator ffhq512-128.pth, --preset tiny, or none for the bundled model"
+            "triplanenet-v2 (or triplanenet_v2_final.pth --generator ffhq512-128.pth), --preset tiny, or none for "
+            "the bundled model"
         )
     if generator is not None and checkpoint is None:
         raise TriplaneNetError(

@@ -36,7 +36,11 @@ def convert(
     triplanenet convert triplanenet_v2_final.pth v2.safetensors --generator ffhq512-128.pth
     """
     from triplanenet.io.model_checkpoints import convert_triplanenet, is_triplanenet_file
+    from triplanenet.io.registry import default_generator_for, resolve_checkpoint
 
+    if generator is None and default_generator_for(source) is not None:
+        generator = Path(default_generator_for(source))  # type: ignore[arg-type]
+    source = resolve_checkpoint(source)  # an official name -> its cached download
     if is_triplanenet_file(source):
         model = convert_triplanenet(source, destination, generator)
         console.print(f"wrote [bold]{destination}[/] (TriPlaneNet v{model.version})")

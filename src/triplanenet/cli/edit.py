@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +13,7 @@ from triplanenet.cli.common import (
     GeneratorOption,
     ModelOption,
     PresetOption,
+    check_sizes,
     console,
     console_warnings,
     load_cli_model,
@@ -24,7 +24,7 @@ from triplanenet.cli.common import (
     user_errors,
 )
 from triplanenet.errors import ConfigError
-from triplanenet.io.atomic import write_text_atomic
+from triplanenet.io.atomic import write_json_atomic
 
 
 def parse_layers(text: str | None, num_ws: int) -> tuple[int, int] | None:
@@ -132,8 +132,9 @@ def edit(
     yaws = parse_floats(views, "views")
     if offsets not in ("absorb", "keep"):
         raise ConfigError(f"unknown --offsets {offsets!r}: use absorb or keep")
-    if fit_steps < 0 or frames < 1 or mesh_resolution < 8:
-        raise ConfigError("--fit-steps must be >= 0, --frames >= 1 and --mesh-resolution >= 8")
+    if fit_steps < 0 or frames < 1:
+        raise ConfigError("--fit-steps must be >= 0 and --frames >= 1")
+    check_sizes(mesh_resolution=mesh_resolution)
     torch_device = resolve_device(device)
     model = load_cli_model(model_path, checkpoint, generator, preset, torch_device)
     gen = model.decoder
@@ -183,5 +184,5 @@ def edit(
         "views": yaws,
         "edits": rows,
     }
-    write_text_atomic(out / "edit.json", json.dumps(summary, indent=2))
+    write_json_atomic(out / "edit.json", summary)  # strict JSON: a NaN fit loss becomes null
     console.print(f"wrote {len(values)} edit(s) along {chosen.name} into [bold]{out}[/]", highlight=False)

@@ -10,6 +10,7 @@ import torch
 import typer
 
 from triplanenet.cli.common import (
+    check_sizes,
     console,
     console_warnings,
     output_folder,
@@ -22,12 +23,18 @@ from triplanenet.cli.common import (
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
 from triplanenet.errors import TriplaneNetError
-from triplanenet.io.atomic import write_text_atomic
+from triplanenet.io.atomic import finite_json, write_text_atomic
 from triplanenet.io.images import image_grid, save_depth, save_image, save_png, tensor_to_uint8
 from triplanenet.io.mesh import write_obj, write_ply
 from triplanenet.io.video import write_mp4
 
-PRESETS = {"tiny": GeneratorConfig.tiny, "ffhq512": GeneratorConfig.ffhq512}
+PRESETS = {
+    "tiny": GeneratorConfig.tiny,
+    "ffhq512": GeneratorConfig.ffhq512,
+    "ffhqrebalanced512": GeneratorConfig.ffhqrebalanced512,
+    "afhqcats512": GeneratorConfig.afhqcats512,
+    "shapenet128": GeneratorConfig.shapenet128,
+}
 
 
 def build_generator(
@@ -52,10 +59,19 @@ def generate(
     ),
     generator_path: Annotated[
         Path | None,
-        typer.Option("--generator", "-g", help="EG3D checkpoint: NVIDIA .pkl, TriPlaneNet .pth or our .safetensors."),
+        typer.Option(
+            "--generator",
+            "-g",
+            help="EG3D checkpoint: NVIDIA .pkl, TriPlaneNet .pth, our .safetensors, or an official name "
+            "(eg3d-ffhq512-128, eg3d-shapenetcars128-64, ...; see `triplanenet download --list`).",
+        ),
     ] = None,
     preset: Annotated[
-        str, typer.Option(help="Without --generator: random weights with this architecture (tiny | ffhq512).")
+        str,
+        typer.Option(
+            help="Without --generator: random weights with this architecture (tiny | ffhq512 | "
+            "ffhqrebalanced512 | afhqcats512 | shapenet128)."
+        ),
     ] = "tiny",
     weights_seed: Annotated[int, typer.Option(help="Seed of the random weights of a preset.")] = 0,
     seeds: Annotated[str, typer.Option(help="Latent seeds, e.g. 0-3,7.")] = "0-3",
@@ -87,8 +103,9 @@ def generate(
 
     if mesh_format not in ("ply", "obj"):
         raise TriplaneNetError(f"unknown --mesh-format {mesh_format!r}: use ply or obj")
-    if frames < 1 or batch_size < 1 or mesh_resolution < 8:
-        raise TriplaneNetError("--frames and --batch-size must be >= 1 and --mesh-resolution >= 8")
+    if frames < 1 or batch_size < 1 or fps < 1:
+        raise TriplaneNetError("--frames, --batch-size and --fps must be >= 1")
+    check_sizes(mesh_resolution=mesh_resolution)
     seed_list = parse_int_ranges(seeds)
     yaw_list = parse_floats(views, "views")
     torch_device = resolve_device(device)
@@ -136,5 +153,5 @@ def generate(
                 write_mp4(path, orbit_frames(generator, planes, ws, frames, batch_size), fps=fps)
                 files.append(path.name)
                 bar.advance(task)
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "summary.json", json.dumps(finite_json(summary), indent=2, allow_nan=False))
     console.print(f"wrote {len(files)} files for {len(seed_list)} seed(s) to [bold]{out}[/]")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from triplanenet.cli.common import (
     GeneratorOption,
     ModelOption,
     PresetOption,
+    check_sizes,
     console,
     console_warnings,
     fast_settings,
@@ -27,7 +30,7 @@ from triplanenet.cli.common import (
     user_errors,
 )
 from triplanenet.errors import TriplaneNetError
-from triplanenet.io.atomic import write_text_atomic
+from triplanenet.io.atomic import write_json_atomic
 
 if TYPE_CHECKING:
     from triplanenet.perf import InferenceSettings
@@ -42,10 +45,12 @@ class _Job:
     image: torch.Tensor
     camera: torch.Tensor
     warning: str | None = None
+    name: str = ""
+    """The output folder's name (unique in this run, see :class:`OutputNames`)."""
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
-    """Expand folders into their image files (sorted, not recursive)."""
+    """Expand folders into their image files (sorted, not recursive); a file named twice is kept once."""
     paths: list[Path] = []
     for item in inputs:
         if item.is_dir():
@@ -54,7 +59,83 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
             paths.append(item)
     if not paths:
         raise TriplaneNetError("no input images found (give image files or a folder containing PNG/JPEG files)")
-    return paths
+    unique: dict[str, Path] = {}
+    for path in paths:
+        unique.setdefault(_input_key(path), path)
+    return list(unique.values())
+
+
+def _input_key(path: Path) -> str:
+    return str(path.resolve())
+
+
+class OutputNames:
+    """One output folder name per input (and per face), unique in the output folder, deterministic.
+
+    An input keeps its file stem unless that name is taken (compared case-insensitively, as some file systems do):
+    by another input of this run with the same stem, or by an earlier run in the same folder that recorded the name
+    for a different input in ``summary.json``. Then the extension is added (``face.png`` + ``face.jpg`` ->
+    ``face_png``, ``face_jpg``) and, where that is taken too, a hash of the absolute path (``a/x.png`` +
+    ``b/x.png`` -> ``x_png``, ``x_png_3f2a9c1e``). Faces of ``--all-faces`` are ``<name>_face<k>``, with the same
+    rule.
+
+    Args:
+        paths: this run's inputs.
+        previous: folder name -> absolute input path, from the output folder's earlier ``summary.json``.
+    """
+
+    def __init__(self, paths: list[Path], previous: dict[str, str] | None = None) -> None:
+        self._previous = {name.lower(): key for name, key in (previous or {}).items()}
+        self._used: set[str] = set()
+        self.inputs: dict[str, str] = {}
+        """Folder name -> absolute input path, for every name handed out."""
+        self._names: dict[str, str] = {}
+        keys = [_input_key(path) for path in paths]
+        stems = collections.Counter(Path(key).stem.lower() for key in keys)
+        for key in keys:  # unambiguous stems first, so that they keep their plain name
+            if stems[Path(key).stem.lower()] == 1 and self._free(Path(key).stem, key):
+                self._names[key] = self._take(Path(key).stem, key)
+        for key in sorted(keys):  # clashing inputs in path order, whatever the order they were given in
+            if key not in self._names:
+                stem, extension = Path(key).stem, Path(key).suffix.lstrip(".").lower() or "file"
+                self._names[key] = self._first_free([f"{stem}_{extension}"], key)
+
+    def name(self, path: Path) -> str:
+        """The folder name of input ``path``."""
+        return self._names[_input_key(path)]
+
+    def faces(self, path: Path, count: int) -> list[str]:
+        """Folder names for the ``count`` faces of input ``path``."""
+        key = _input_key(path)
+        return [self._first_free([f"{self._names[key]}_face{k}"], key) for k in range(count)]
+
+    def _free(self, name: str, key: str) -> bool:
+        return name.lower() not in self._used and self._previous.get(name.lower(), key) == key
+
+    def _take(self, name: str, key: str) -> str:
+        self._used.add(name.lower())
+        self.inputs[name] = key
+        return name
+
+    def _first_free(self, candidates: list[str], key: str) -> str:
+        hashed = f"{candidates[-1]}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+        candidates = [*candidates, hashed, *(f"{hashed}_{k}" for k in range(2, 1000))]
+        return self._take(next(c for c in candidates if self._free(c, key)), key)
+
+
+def _previous_outputs(out: Path) -> dict[str, str]:
+    """Folder -> input recorded by an earlier run's ``summary.json`` in ``out`` (folders that still exist)."""
+    try:
+        recorded = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("outputs")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(recorded, dict):
+        return {}
+    return {
+        name: key
+        for name, key in recorded.items()
+        if isinstance(name, str) and isinstance(key, str) and name and "/" not in name and (out / name).is_dir()
+    }
 
 
 def _prepare(path: Path, cameras: Path | None, size: int) -> _Job:
@@ -76,19 +157,26 @@ def _prepare(path: Path, cameras: Path | None, size: int) -> _Job:
     return _Job(path, prepared, label, warning)
 
 
-def _prepare_jobs(path: Path, cameras: Path | None, size: int, align: bool, all_faces: bool, out: Path) -> list[_Job]:
+def _prepare_jobs(
+    path: Path, cameras: Path | None, size: int, align: bool, all_faces: bool, out: Path, names: OutputNames
+) -> list[_Job]:
     """Aligned crops with a camera as in :func:`_prepare`; a photo without any camera file (or with ``--align`` /
     ``--all-faces``) is first detected, aligned (EG3D recipe) and posed, and its crop + camera saved in ``out``."""
     from triplanenet.inversion import prepare_image
     from triplanenet.preprocess.batch import align_photo_for_inversion, has_camera_source
 
     if not align and not all_faces and (cameras is not None or has_camera_source(path)):
-        return [_prepare(path, cameras, size)]
-    # Each face is inverted as its own job; the name (<stem> or <stem>_face<k>) goes into the path's stem, which
-    # names the output folder.
+        job = _prepare(path, cameras, size)
+        job.name = names.name(path)
+        return [job]
+
+    def face_names(count: int) -> list[str]:
+        return names.faces(path, count) if all_faces else [names.name(path)]
+
+    # Each face is inverted as its own job, in its own folder (<name> or <name>_face<k>).
     return [
-        _Job(path.with_name(face.name + path.suffix), prepare_image(face.image, size), face.label, face.note)
-        for face in align_photo_for_inversion(path, out, all_faces=all_faces)
+        _Job(path, prepare_image(face.image, size), face.label, face.note, name=face.name)
+        for face in align_photo_for_inversion(path, out, all_faces=all_faces, face_names=face_names)
     ]
 
 
@@ -150,23 +238,23 @@ def invert(
     --generator ffhq512-128.pth --mesh --out results/
     """
     output_folder(out)
-    if batch_size < 1 or frames < 1 or mesh_resolution < 8:
-        raise TriplaneNetError("--batch-size and --frames must be >= 1 and --mesh-resolution >= 8")
+    if batch_size < 1 or frames < 1:
+        raise TriplaneNetError("--batch-size and --frames must be >= 1")
+    check_sizes(depth_samples=depth_samples, mesh_resolution=mesh_resolution)
     yaws = parse_floats(views, "views")
     paths = collect_inputs(inputs)
     torch_device = resolve_device(device)
     model = load_cli_model(model_path, checkpoint, generator, preset, torch_device)
     if depth_samples is not None:
-        if depth_samples < 4:
-            raise TriplaneNetError("--depth-samples must be at least 4")
         model.decoder.set_rendering(depth_resolution=depth_samples, depth_resolution_importance=depth_samples)
     inverter = _build_inverter(model, method, cttr, steps, seed, fast_settings(fast, torch_device))
     size = model.config.input_resolution
     failures: dict[str, str] = {}
     jobs: list[_Job] = []
+    names = OutputNames(paths, _previous_outputs(out))
     for path in paths:
         try:
-            new_jobs = _prepare_jobs(path, cameras, size, align, all_faces, out)
+            new_jobs = _prepare_jobs(path, cameras, size, align, all_faces, out, names)
         except TriplaneNetError as exc:
             failures[str(path)] = str(exc)
             console.print(f"[red]skipped[/] {path.name}: {exc}", highlight=False)
@@ -185,16 +273,27 @@ def invert(
             results = inverter.invert_batch([j.image for j in batch], torch.stack([j.camera[0] for j in batch]))
             for job, inversion in zip(batch, results, strict=True):
                 try:
-                    _write_outputs(out / job.path.stem, job, inversion, yaws, mesh, mesh_resolution, video, frames)
-                    done.append(job.path.stem)
+                    _write_outputs(out / job.name, job, inversion, yaws, mesh, mesh_resolution, video, frames)
+                    done.append(job.name)
                 except TriplaneNetError as exc:
-                    failures[str(job.path)] = str(exc)
-                    console.print(f"[red]failed[/] {job.path.name}: {exc}", highlight=False)
+                    face = "" if job.name == names.name(job.path) else f" ({job.name})"
+                    failures[f"{job.path}{face}"] = str(exc)
+                    console.print(f"[red]failed[/] {job.path.name} ({job.name}): {exc}", highlight=False)
                 bar.advance(task)
-    summary = {"inverted": done, "failed": failures, "method": inverter.name, "views": yaws}
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
-    faces = "" if len(jobs) == len(paths) else f" ({len(jobs)} face(s) found)"
-    console.print(f"inverted {len(done)} face(s) from {len(paths)} image(s){faces} into [bold]{out}[/]")
+    # Which input each folder holds (kept across runs in this folder, so that a later run never reuses a name).
+    outputs = _previous_outputs(out)
+    outputs.update({name: key for name, key in names.inputs.items() if (out / name).is_dir()})
+    summary = {
+        "inverted": done,
+        "failed": failures,
+        "method": inverter.name,
+        "views": yaws,
+        "outputs": dict(sorted(outputs.items())),
+    }
+    write_json_atomic(out / "summary.json", summary)  # strict JSON: no NaN/Infinity tokens
+    faces = f" ({len(jobs)} face(s) found)" if all_faces or len(jobs) > len(paths) else ""
+    skipped = f", {len(failures)} failed (see summary.json)" if failures else ""
+    console.print(f"inverted {len(done)} face(s) from {len(paths)} image(s){faces}{skipped} into [bold]{out}[/]")
     if failures:
         raise typer.Exit(code=1)
 

@@ -8,6 +8,7 @@ from triplanenet.cli.bench import bench
 from triplanenet.cli.conf_maps import conf_maps
 from triplanenet.cli.convert import convert
 from triplanenet.cli.demo import demo
+from triplanenet.cli.download import download
 from triplanenet.cli.edit import directions, edit
 from triplanenet.cli.eval import ablate, eval_command
 from triplanenet.cli.fetch_weights import fetch_weights
@@ -28,10 +29,21 @@ app = typer.Typer(
 
 
 @app.callback()
-def _startup() -> None:
+def _startup(
+    download: bool = typer.Option(
+        False,
+        "--download",
+        help="Let the command download the official checkpoints it is given by name (e.g. --checkpoint "
+        "triplanenet-v2) when they are not cached yet; same as `triplanenet download NAME` first.",
+    ),
+) -> None:
     """Process-wide settings before any command runs (also when ``app`` is the console-script entry point)."""
     import os
 
+    if download:
+        from triplanenet.io.registry import DOWNLOAD_ENV
+
+        os.environ[DOWNLOAD_ENV] = "1"
     if os.environ.get("TRIPLANENET_MALLOC_TUNING", "1") != "0":
         from triplanenet.perf import tune_cpu_allocator
 
@@ -44,6 +56,7 @@ app.command()(invert)
 app.command()(convert)
 app.command()(train)
 app.command()(fetch_weights)
+app.command(no_args_is_help=False)(download)
 app.command(name="eval")(eval_command)
 app.command()(ablate)
 app.command()(directions)

@@ -53,11 +53,20 @@ def preprocess(
     max_detect_side: Annotated[
         int, typer.Option(help="Detect faces on a copy at most this many pixels long (0 = full size).")
     ] = 1024,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="When OUT already has a crop of the same name from another photo, replace it (default: add the "
+            "new one as <stem>_2.png).",
+        ),
+    ] = False,
 ) -> None:
     """Detect, align (EG3D FFHQ recipe) and pose faces in photos; write a training-ready dataset folder.
 
     Bad files (no face, tiny face, corrupt, not an image) are reported and skipped; the exit code is 1 if any
-    file failed. Outcomes per file: OUT/preprocess_report.json.
+    file failed. Outcomes per file: OUT/preprocess_report.json. OUT can be grown over several runs; it is a valid
+    dataset at every moment, also after Ctrl-C (re-run the command to finish).
 
     Example: triplanenet preprocess photos/ --out data/mine --all-faces
     """
@@ -79,6 +88,9 @@ def preprocess(
         def on_file(outcome: PhotoOutcome) -> None:
             if not outcome.ok:
                 console.print(f"[red]{outcome.status}[/] {outcome.message}", highlight=False, soft_wrap=True)
+            elif "--overwrite" in outcome.message:  # a name clash with an existing crop (renamed or replaced)
+                name = Path(outcome.path).name
+                console.print(f"[yellow]note[/] {name}: {outcome.message}", highlight=False, soft_wrap=True)
             bar.advance(task)
 
         report = preprocess_photos(
@@ -93,6 +105,7 @@ def preprocess(
             deep3d_dir=deep3d,
             model=model,
             on_file=on_file,
+            overwrite=overwrite,
         )
     ok = len(report.outcomes) - len(report.failed)
     crops = sum(len(o.outputs) for o in report.outcomes)

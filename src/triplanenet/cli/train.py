@@ -43,19 +43,34 @@ def run_training(config_source: str, overrides: list[str], resume: str | None, d
     log = console.print if context.is_main else (lambda _message: None)
     trainer = build_trainer(config, device, context, log)
     train_set, val_set = trainer.train_set, trainer.val_set
-    if resume:
-        path = Path(config.out) / "checkpoints" / "last.pt" if resume == "auto" else Path(resume)
-        if resume == "auto" and not path.is_file():
+    if resume == "auto":
+        resumed = trainer.resume_latest()  # the newest intact checkpoint; broken ones are named and skipped
+        if resumed is None:
             log("no checkpoint to resume from; starting a new run")
         else:
-            trainer.load_checkpoint(path)
-            log(f"resumed from {path} at step {trainer.step}")
+            log(f"resumed from {resumed} at step {trainer.step}")
+    elif resume:
+        trainer.load_checkpoint(Path(resume))
+        log(f"resumed from {resume} at step {trainer.step}")
     log(f"training {len(train_set)} images ({0 if val_set is None else len(val_set)} for validation) on {device}")
     try:
         return trainer.fit()
     except KeyboardInterrupt:
-        log(f"saved {Path(config.out) / 'checkpoints' / 'last.pt'} at step {trainer.step}; resume with --resume auto")
+        log(interrupt_message(trainer))
         raise
+
+
+def interrupt_message(trainer) -> str:
+    """What the interrupt-save achieved, as the files on disk show it (never claims a save that did not finish)."""
+    path = trainer.out / "checkpoints" / "last.pt"
+    if trainer.saved_steps.get("last.pt") == trainer.step and path.is_file():
+        return f"saved {path} at step {trainer.step}; resume with --resume auto"
+    saved = sorted(trainer.saved_steps.items(), key=lambda item: (item[1], item[0] == "last.pt"))
+    newest = f"; the newest checkpoint this run saved, {saved[-1][0]}, holds step {saved[-1][1]}" if saved else ""
+    return (
+        f"interrupted at step {trainer.step} before {path.name} could be saved{newest}; --resume auto continues from "
+        "the newest intact checkpoint in the run folder"
+    )
 
 
 @user_errors
@@ -66,7 +81,12 @@ def train(
     override: Annotated[
         list[str] | None, typer.Option("--override", "-O", help="key=value, e.g. data=ffhq/ or psp_losses.mirror=0.")
     ] = None,
-    resume: Annotated[str | None, typer.Option(help="Checkpoint to resume from, or 'auto' for <out>/last.pt.")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Checkpoint to resume from, or 'auto': the newest intact one in <out>/checkpoints (usually last.pt)."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
 ) -> None:
     """Train the TriPlaneNet encoders (v2 by default; both branches, optional discriminator phase). Multi-GPU:

@@ -27,7 +27,38 @@ _TRAINING_ONLY_RENDERING_KEYS = (
     "image_resolution",
 )
 OFFICIAL_SR_MODULE = "training.superresolution.SuperresolutionHybrid8XDC"
-_KNOWN_SR_MODULES = ("SuperresolutionHybrid8XDC",)
+
+
+@dataclass(frozen=True)
+class SuperResolutionSpec:
+    """What tells EG3D's super-resolution classes apart (two StyleGAN2 skip blocks each).
+
+    ``scale`` 4: both blocks double the resolution (input = output / 4). ``scale`` 2: the first block keeps the input
+    resolution (no upsampling of features or skip image), the second doubles it (input = output / 2).
+    """
+
+    img_resolution: int
+    """Output side the class is written for (the official constructor asserts it)."""
+    scale: int
+    """Output side / input side."""
+    channels: tuple[int, int]
+    """Output channels of block0 and block1 (hard-wired in the class)."""
+    filter_buffer: bool
+    """The class registers an (unused) ``resample_filter`` buffer of its own, so it is in the state dict."""
+
+
+SR_MODULES: dict[str, SuperResolutionSpec] = {
+    "SuperresolutionHybrid8XDC": SuperResolutionSpec(512, 4, (256, 128), False),
+    "SuperresolutionHybrid8X": SuperResolutionSpec(512, 4, (128, 64), True),
+    "SuperresolutionHybrid4X": SuperResolutionSpec(256, 2, (128, 64), True),
+    "SuperresolutionHybrid2X": SuperResolutionSpec(128, 2, (128, 64), True),
+}
+"""The EG3D super-resolution classes this implementation builds, by class name."""
+
+
+def sr_module_spec(sr_module: str) -> SuperResolutionSpec | None:
+    """The :class:`SuperResolutionSpec` of an official class path (any module prefix), or None if unknown."""
+    return SR_MODULES.get(sr_module.rsplit(".", 1)[-1])
 
 
 @dataclass(frozen=True)
@@ -123,7 +154,10 @@ class GeneratorConfig:
     sr_num_fp16_res: int = 4
     """>0 makes the super-resolution blocks use fp16 on CUDA and clamp activations at 256 (official behaviour)."""
     sr_channels: tuple[int, int] = (256, 128)
-    """Channels of the two super-resolution blocks (hard-wired 256/128 in the official module)."""
+    """Channels of the two super-resolution blocks (hard-wired per official class: 256/128 in 8XDC, 128/64 in 2X)."""
+    sr_scale: int = 4
+    """Upsampling factor of the super-resolution module: 4 (8X/8XDC: both blocks upsample) or 2 (2X/4X: the first
+    block works at the input resolution)."""
     decoder_hidden_dim: int = 64
     """Hidden width of the OSG decoder MLP."""
     neural_rendering_resolution: int = 128
@@ -140,6 +174,8 @@ class GeneratorConfig:
                 raise ConfigError(f"{name} must be a power of two >= 4, got {value}")
         if self.img_resolution < 4 * 4:
             raise ConfigError(f"img_resolution must be at least 16, got {self.img_resolution}")
+        if self.sr_scale not in (2, 4):
+            raise ConfigError(f"sr_scale must be 2 or 4, got {self.sr_scale}")
 
     # ----------------------------------------------------------------------------------------------------------------
     @property
@@ -156,7 +192,13 @@ class GeneratorConfig:
     @property
     def sr_input_resolution(self) -> int:
         """Side the super-resolution module expects (the feature image is resized to it if needed)."""
-        return self.img_resolution // 4
+        return self.img_resolution // self.sr_scale
+
+    @property
+    def sr_filter_buffer(self) -> bool:
+        """Whether the super-resolution module owns a ``resample_filter`` buffer (every official class but 8XDC)."""
+        spec = sr_module_spec(self.sr_module)
+        return spec is not None and spec.filter_buffer
 
     def channels_at(self, resolution: int) -> int:
         """Backbone channel count at a given resolution."""
@@ -173,9 +215,59 @@ class GeneratorConfig:
 
     # ----------------------------------------------------------------------------------------------------------------
     @classmethod
-    def ffhq512(cls) -> GeneratorConfig:
-        """The official ``ffhq512-128`` architecture."""
-        return cls()
+    def ffhq512(cls, neural_rendering_resolution: int = 128) -> GeneratorConfig:
+        """The official ``ffhq512-128`` architecture (``ffhq512-64`` with ``neural_rendering_resolution=64``)."""
+        return cls(neural_rendering_resolution=neural_rendering_resolution)
+
+    @classmethod
+    def ffhqrebalanced512(cls, neural_rendering_resolution: int = 128) -> GeneratorConfig:
+        """The official ``ffhqrebalanced512-128`` / ``-64`` architecture: FFHQ's, fine-tuned with
+        ``gpc_reg_prob`` 0.8 (a training-only key, kept for round trips)."""
+        return cls(
+            neural_rendering_resolution=neural_rendering_resolution,
+            rendering=RenderingConfig(extra={"gpc_reg_prob": 0.8}),
+        )
+
+    @classmethod
+    def afhqcats512(cls) -> GeneratorConfig:
+        """The official ``afhqcats512-128`` architecture: FFHQ's with the camera pivot at (0, 0, -0.06)."""
+        return cls(rendering=RenderingConfig(avg_camera_pivot=(0.0, 0.0, -0.06), extra={"gpc_reg_prob": 0.8}))
+
+    @classmethod
+    def shapenet128(cls) -> GeneratorConfig:
+        """The official ``shapenetcars128-64`` architecture: 128² output from a 64² neural rendering through
+        ``SuperresolutionHybrid2X``, white background, a 1.6 box, rays 0.1…2.6 with 64 + 64 samples and no camera
+        conditioning of the mapping."""
+        return cls(
+            img_resolution=128,
+            sr_channels=(128, 64),
+            sr_scale=2,
+            neural_rendering_resolution=64,
+            sr_module="training.superresolution.SuperresolutionHybrid2X",
+            rendering=RenderingConfig(
+                depth_resolution=64,
+                depth_resolution_importance=64,
+                ray_start=0.1,
+                ray_end=2.6,
+                box_warp=1.6,
+                white_back=True,
+                c_gen_conditioning_zero=True,
+                avg_camera_radius=1.7,
+                avg_camera_pivot=(0.0, 0.0, 0.0),
+            ),
+        )
+
+    @classmethod
+    def official(cls, release: str) -> GeneratorConfig:
+        """The architecture of an official EG3D release by its file stem, e.g. ``'shapenetcars128-64'``.
+
+        Raises:
+            ConfigError: not one of :data:`OFFICIAL_RELEASES`.
+        """
+        name = release.removeprefix("eg3d-").removesuffix(".pkl")
+        if name not in OFFICIAL_RELEASES:
+            raise ConfigError(f"unknown EG3D release {release!r}; known: {', '.join(OFFICIAL_RELEASES)}")
+        return OFFICIAL_RELEASES[name]()
 
     @classmethod
     def tiny(cls) -> GeneratorConfig:
@@ -201,16 +293,27 @@ class GeneratorConfig:
     ) -> GeneratorConfig:
         """Build from EG3D ``TriPlaneGenerator`` ``init_kwargs`` (as stored in a pickle or converted ``.pth``).
 
+        The super-resolution class named in ``rendering_kwargs.superresolution_module`` fixes the SR channels and
+        scale; without ``neural_rendering_resolution`` the SR module's input side is used (128 for the 512² releases,
+        as TriPlaneNet renders; 64 for ``shapenetcars128-64``).
+
         Raises:
             ConfigError: the kwargs describe an architecture this implementation does not support.
         """
         kw = dict(init_kwargs)
         rk = dict(kw.get("rendering_kwargs") or {})
         sr_module = str(rk.get("superresolution_module", OFFICIAL_SR_MODULE))
-        if not sr_module.endswith(_KNOWN_SR_MODULES):
+        spec = sr_module_spec(sr_module)
+        if spec is None:
             raise ConfigError(
-                f"unsupported super-resolution module {sr_module!r}; only SuperresolutionHybrid8XDC "
-                "(EG3D FFHQ 512) is implemented"
+                f"unsupported super-resolution module {sr_module!r}; implemented: "
+                f"{', '.join(SR_MODULES)} (every official EG3D release)"
+            )
+        img_resolution = int(kw.get("img_resolution", 512))
+        if img_resolution != spec.img_resolution:
+            raise ConfigError(
+                f"{sr_module.rsplit('.', 1)[-1]} makes {spec.img_resolution}² images but img_resolution is "
+                f"{img_resolution}; the init_kwargs are inconsistent"
             )
         img_channels = int(kw.get("img_channels", 3))
         if img_channels != 3:
@@ -235,7 +338,7 @@ class GeneratorConfig:
                 z_dim=int(kw.get("z_dim", 512)),
                 c_dim=int(kw.get("c_dim", 25)),
                 w_dim=int(kw.get("w_dim", 512)),
-                img_resolution=int(kw.get("img_resolution", 512)),
+                img_resolution=img_resolution,
                 img_channels=img_channels,
                 mapping_layers=int(mapping_kwargs.get("num_layers", 8)),
                 channel_base=int(kw.get("channel_base", 32768)),
@@ -243,7 +346,9 @@ class GeneratorConfig:
                 num_fp16_res=int(kw.get("num_fp16_res", 4)),
                 conv_clamp=kw.get("conv_clamp"),
                 sr_num_fp16_res=int(kw.get("sr_num_fp16_res", 0)),
-                neural_rendering_resolution=int(neural_rendering_resolution or 64),
+                sr_channels=spec.channels,
+                sr_scale=spec.scale,
+                neural_rendering_resolution=int(neural_rendering_resolution or spec.img_resolution // spec.scale),
                 rendering=rendering,
                 sr_module=sr_module,
             )
@@ -308,3 +413,13 @@ class GeneratorConfig:
             return cls(**values, rendering=RenderingConfig(**rendering))
         except TypeError as exc:
             raise ConfigError(f"invalid generator config: {exc}") from None
+
+
+OFFICIAL_RELEASES: dict[str, Any] = {
+    "ffhq512-128": GeneratorConfig.ffhq512,
+    "ffhqrebalanced512-128": GeneratorConfig.ffhqrebalanced512,
+    "ffhqrebalanced512-64": lambda: GeneratorConfig.ffhqrebalanced512(neural_rendering_resolution=64),
+    "afhqcats512-128": GeneratorConfig.afhqcats512,
+    "shapenetcars128-64": GeneratorConfig.shapenet128,
+}
+"""The five EG3D releases on NVIDIA's NGC catalogue -> a zero-argument builder of their architecture."""

@@ -26,7 +26,9 @@ class SynthesisOutput:
 
     Attributes:
         image: (B, 3, S, S) super-resolved image, roughly in [-1, 1] (S = ``img_resolution``).
-        image_raw: (B, 3, r, r) volume-rendered RGB, in [-1, 1] (r = neural rendering resolution).
+        image_raw: (B, 3, r, r) volume-rendered RGB, in [-1, 1] (r = neural rendering resolution). With the 2X/4X
+            super-resolution (``shapenetcars128-64``) rendered at the SR input size it also carries the first SR
+            block's RGB, exactly as EG3D returns it (see :meth:`SuperResolution.forward`).
         image_depth: (B, 1, r, r) expected distance along each unit ray, clamped to the sampled depth range.
         feature_image: (B, C, r, r) all rendered feature channels, in [-1, 1] (first 3 = ``image_raw``).
         weight_sum: (B, 1, r, r) accumulated opacity in [0, 1].
@@ -145,13 +147,16 @@ class TriPlaneGenerator(nn.Module):
         depth = out.depth.permute(0, 2, 1).reshape(batch, 1, resolution, resolution)
         weight_sum = out.weight_sum.permute(0, 2, 1).reshape(batch, 1, resolution, resolution)
         image_raw = feature_image[:, :3]
-        image = self.superresolution(
+        image, raw_rgb = self.superresolution(
             image_raw,
             feature_image,
             ws,
             noise_mode=self.config.rendering.superresolution_noise_mode,
             force_fp32=force_fp32,
         )
+        if raw_rgb is not image_raw:  # 2X/4X: EG3D's raw image carries block0's RGB (see SuperResolution.forward)
+            image_raw = raw_rgb
+            feature_image = torch.cat([raw_rgb.to(feature_image.dtype), feature_image[:, 3:]], dim=1)
         return SynthesisOutput(image, image_raw, depth, feature_image, weight_sum, planes)
 
     def synthesis(

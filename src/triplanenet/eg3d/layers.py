@@ -78,25 +78,20 @@ def upfirdn2d(
         f: (kh, kw) filter; it is applied as a true convolution (flipped), which for the symmetric EG3D filter is the
             same as correlation.
     """
-    batch, channels, height, width = x.shape
+    channels = x.shape[1]
     if up > 1:
-        x = x.reshape(batch, channels, height, 1, width, 1)
-        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
-        x = x.reshape(batch, channels, height * up, width * up)
+        # Zero insertion: every input pixel lands on the top-left of an up x up cell of zeros.
+        spread = x.new_zeros(x.shape[0], channels, x.shape[2] * up, x.shape[3] * up)
+        spread[:, :, ::up, ::up] = x
+        x = spread
     pad_left, pad_right, pad_top, pad_bottom = padding
     kernel = (f * gain).flip([0, 1]).to(x.dtype)
     kernel = kernel[None, None].repeat(channels, 1, 1, 1)
     if pad_left == pad_right == pad_top == pad_bottom >= 0:
         # Zero padding inside the convolution avoids materialising a padded copy.
         return F.conv2d(x, kernel, padding=pad_left, groups=channels)
-    x = F.pad(x, [max(pad_left, 0), max(pad_right, 0), max(pad_top, 0), max(pad_bottom, 0)])
-    x = x[
-        :,
-        :,
-        max(-pad_top, 0) : x.shape[2] - max(-pad_bottom, 0),
-        max(-pad_left, 0) : x.shape[3] - max(-pad_right, 0),
-    ]
-    return F.conv2d(x, kernel, groups=channels)
+    # F.pad grows the image by a positive amount and crops it by a negative one, side by side.
+    return F.conv2d(F.pad(x, [pad_left, pad_right, pad_top, pad_bottom]), kernel, groups=channels)
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -142,6 +137,21 @@ def conv2d_down(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch
     return F.conv2d(x, weight, stride=2)
 
 
+def _bound_for_half(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rescale raw weights and styles before an fp16 modulated convolution.
+
+    Squaring and summing a modulated filter in half precision can pass fp16's largest value (65504). Dividing every
+    output filter by its largest magnitude (and by sqrt of its fan-in) and the styles of each sample by theirs keeps
+    those sums small. Each rescaling multiplies a whole output filter by one positive number, which demodulation
+    divides out again, so only rounding changes. The arithmetic is EG3D's, so fp16 results round as the official
+    ones do.
+    """
+    fan_in = weight.shape[1] * weight.shape[2] * weight.shape[3]
+    largest_weight = weight.abs().amax(dim=[1, 2, 3], keepdim=True)
+    weight = weight * (1 / math.sqrt(fan_in) / largest_weight)
+    return weight, styles / styles.abs().amax(dim=1, keepdim=True)
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -168,13 +178,11 @@ def modulated_conv2d(
     batch = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
     if x.dtype == torch.float16 and demodulate:
-        # Pre-normalise in half precision to avoid overflow; demodulation makes the result scale-free.
-        weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+        weight, styles = _bound_for_half(weight, styles)
     w = weight.unsqueeze(0) * styles.reshape(batch, 1, in_ch, 1, 1)  # (B, O, I, k, k)
     if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (B, O)
-        w = w * dcoefs.reshape(batch, out_ch, 1, 1, 1)
+        inv_filter_norm = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (B, O): 1 / |modulated filter|
+        w = w * inv_filter_norm.reshape(batch, out_ch, 1, 1, 1)
     w = w.to(x.dtype)
     x = x.reshape(1, batch * in_ch, *x.shape[2:])
     if up == 1:
@@ -197,43 +205,44 @@ def modulated_conv2d(
     return x
 
 
+_ACTIVATION_GAINS = {"linear": 1.0, "lrelu": LRELU_GAIN}
+"""Output gain that keeps the activation's output variance close to its input's."""
+
+
 class FullyConnectedLayer(nn.Module):
     """Equalized-LR linear layer: effective weight ``weight * lr_multiplier / sqrt(in)``, bias ``bias * lr_multiplier``.
 
-    Keys: ``weight`` (out, in), ``bias`` (out).
+    Keys: ``weight`` (out, in), ``bias`` (out). Options after the two sizes are keyword-only.
     """
 
     def __init__(
         self,
         in_features: int,
         out_features: int,
-        bias: bool = True,
+        *,
         activation: str = "linear",
         lr_multiplier: float = 1.0,
+        bias: bool = True,
         bias_init: float = 0.0,
     ) -> None:
         super().__init__()
+        if activation not in _ACTIVATION_GAINS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(_ACTIVATION_GAINS)}")
         self.in_features = in_features
         self.out_features = out_features
         self.activation = activation
+        self.lr_multiplier = lr_multiplier
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
         self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
-        self.weight_gain = lr_multiplier / math.sqrt(in_features)
-        self.bias_gain = lr_multiplier
+        self.weight_scale = lr_multiplier / math.sqrt(in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
-        if self.activation == "linear" and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        x = x.matmul(w.t())
-        if self.activation == "lrelu":
-            return bias_act(x, b, "lrelu", gain=LRELU_GAIN)
-        return bias_act(x, b, self.activation)
+        weight_t = (self.weight.to(x.dtype) * self.weight_scale).t()
+        # Scaling by lr_multiplier is exact when it is 1, so the bias is always multiplied.
+        bias = None if self.bias is None else self.bias.to(x.dtype) * self.lr_multiplier
+        if bias is not None and self.activation == "linear":
+            return torch.addmm(bias.unsqueeze(0), x, weight_t)  # the bias enters the fused matrix product
+        return bias_act(x.matmul(weight_t), bias, self.activation, gain=_ACTIVATION_GAINS[self.activation])
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+        return f"{self.in_features} -> {self.out_features}, {self.activation}, lr_multiplier={self.lr_multiplier:g}"

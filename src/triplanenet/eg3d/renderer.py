@@ -180,7 +180,7 @@ def compute_weights(densities: torch.Tensor, depths: torch.Tensor) -> torch.Tens
     """
     deltas = depths[:, :, 1:] - depths[:, :, :-1]
     densities_mid = (densities[:, :, :-1] + densities[:, :, 1:]) / 2
-    densities_mid = F.softplus(densities_mid - 1)  # the -1 bias is EG3D's choice for a better initialisation
+    densities_mid = F.softplus(densities_mid - 1)  # σ is shifted by -1 before the softplus, as EG3D does
     alpha = 1 - torch.exp(-(densities_mid * deltas))
     # Exclusive cumulative product: transmittance before each interval (the 1e-10 keeps it from reaching 0).
     ones = torch.ones_like(alpha[:, :, :1])
@@ -254,22 +254,20 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, u: torch.Tensor, eps: 
     Returns:
         (R, S) samples within ``[bins[:, 0], bins[:, K]]``.
     """
-    num_bins = weights.shape[-1]
-    weights = weights + eps
-    pdf = weights / torch.sum(weights, dim=-1, keepdim=True)
-    cdf = torch.cumsum(pdf, dim=-1)
-    cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], dim=-1)  # (R, K+1)
-    u = u.contiguous()
-    index = torch.searchsorted(cdf, u, right=True)
-    below = torch.clamp_min(index - 1, 0)
-    above = torch.clamp_max(index, num_bins)
-    cdf_below = torch.gather(cdf, 1, below)
-    cdf_above = torch.gather(cdf, 1, above)
-    bins_below = torch.gather(bins, 1, below)
-    bins_above = torch.gather(bins, 1, above)
-    denom = cdf_above - cdf_below
-    denom = torch.where(denom < eps, torch.ones_like(denom), denom)  # empty bin: any value works, it is never hit
-    return bins_below + (u - cdf_below) / denom * (bins_above - bins_below)
+    last_bin = weights.shape[-1]
+    padded = weights + eps
+    running = torch.cumsum(padded / torch.sum(padded, dim=-1, keepdim=True), dim=-1)
+    cdf = torch.cat([torch.zeros_like(running[:, :1]), running], dim=-1)  # (R, K+1), from 0 to 1
+    # Each quantile falls in the CDF step [cdf[lo], cdf[hi]] and is mapped linearly onto [bins[lo], bins[hi]].
+    step = torch.searchsorted(cdf, u.contiguous(), right=True)
+    lo = (step - 1).clamp_min(0)
+    hi = step.clamp_max(last_bin)
+    cdf_lo, cdf_hi = cdf.gather(1, lo), cdf.gather(1, hi)
+    edge_lo, edge_hi = bins.gather(1, lo), bins.gather(1, hi)
+    rise = cdf_hi - cdf_lo
+    # A step that rises by less than eps carries no probability mass worth interpolating; 1 keeps the division finite.
+    rise = torch.where(rise < eps, torch.ones_like(rise), rise)
+    return edge_lo + (u - cdf_lo) / rise * (edge_hi - edge_lo)
 
 
 @torch.no_grad()
@@ -387,7 +385,9 @@ class ImportanceRenderer(nn.Module):
     (at least one ray per chunk). All random numbers are drawn for the whole batch before chunking and the
     final depth clamp uses bounds gathered over all chunks, so the chunk size does not change the algorithm;
     results can differ only by float32 rounding in the batched matrix products (observed <= 2.4e-7). With a
-    single chunk the output is bit-identical to the official renderer.
+    single chunk it runs the official renderer's operations in the same order; the parity tests compare its pieces
+    with the official ones (exactly equal, ``tests/test_rendering.py``) and its output through the generator
+    (``docs/architecture.md``).
 
     Args:
         config: rendering options (EG3D ``rendering_kwargs``).

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import torch
 
-from triplanenet.io.mesh import Mesh
+from triplanenet.mesh import Mesh
 
 OFFICIAL_LEVEL = 10.0
 

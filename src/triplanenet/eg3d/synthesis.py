@@ -110,6 +110,9 @@ class SynthesisBlock(nn.Module):
     Consumes ``num_conv + 1`` consecutive ws: ``conv0`` (absent in the first block, which starts from ``const``),
     ``conv1`` and ``torgb``. The running skip image is upsampled 2x and the ToRGB output added.
 
+    With ``up=1`` (EG3D's ``SynthesisBlockNoUp``, the first block of the 2X/4X super-resolution modules) ``conv0``
+    keeps the input resolution and the skip image is not upsampled; the keys are the same.
+
     Keys: ``const`` (first block), buffer ``resample_filter``, ``conv0.*``, ``conv1.*``, ``torgb.*``.
     """
 
@@ -123,17 +126,21 @@ class SynthesisBlock(nn.Module):
         use_fp16: bool = False,
         conv_clamp: float | None = None,
         use_noise: bool = True,
+        up: int = 2,
     ) -> None:
         super().__init__()
+        if up not in (1, 2):
+            raise ValueError(f"up must be 1 or 2, got {up}")
         self.in_channels = in_channels
         self.resolution = resolution
         self.use_fp16 = use_fp16
+        self.up = up
         self.register_buffer("resample_filter", setup_filter())
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
         else:
             self.conv0 = SynthesisLayer(
-                in_channels, out_channels, w_dim, resolution, up=2, use_noise=use_noise, conv_clamp=conv_clamp
+                in_channels, out_channels, w_dim, resolution, up=up, use_noise=use_noise, conv_clamp=conv_clamp
             )
         self.conv1 = SynthesisLayer(
             out_channels, out_channels, w_dim, resolution, use_noise=use_noise, conv_clamp=conv_clamp
@@ -150,7 +157,7 @@ class SynthesisBlock(nn.Module):
         noise_mode: NoiseMode = "random",
         force_fp32: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, I, R/2, R/2) or None for the first block; img: running skip image or None; ws: (B, n, w_dim)."""
+        """x: (B, I, R/up, R/up) or None for the first block; img: running skip image or None; ws: (B, n, w_dim)."""
         w_iter: Iterator[torch.Tensor] = iter(ws.unbind(dim=1))
         dtype = torch.float16 if self.use_fp16 and not force_fp32 and ws.device.type == "cuda" else torch.float32
         if self.in_channels == 0:
@@ -161,7 +168,7 @@ class SynthesisBlock(nn.Module):
             x = x.to(dtype)
             x = self.conv0(x, next(w_iter), noise_mode)
             x = self.conv1(x, next(w_iter), noise_mode)
-        if img is not None:
+        if img is not None and self.up == 2:
             img = upsample2d(img, self.resample_filter)
         y = self.torgb(x, next(w_iter)).to(torch.float32)
         img = y if img is None else img + y

@@ -66,10 +66,10 @@ class GradualStyleBlock(nn.Module):
         return self.linear(x.reshape(x.shape[0], self.out_channels))
 
 
-def _upsample_add(top: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
-    """Bilinear resize of ``top`` to ``lateral``'s size (align_corners=True), plus ``lateral``."""
-    up = F.interpolate(top, size=lateral.shape[-2:], mode="bilinear", align_corners=True)
-    return up + lateral
+def _refine_level(coarser: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """One top-down pyramid step: ``coarser`` resized bilinearly (align_corners=True) to the size of ``skip`` (a
+    1x1-projected body feature), plus ``skip``."""
+    return F.interpolate(coarser, size=skip.shape[-2:], mode="bilinear", align_corners=True) + skip
 
 
 class GradualStyleEncoder(nn.Module):
@@ -77,8 +77,10 @@ class GradualStyleEncoder(nn.Module):
 
     Input: (B, 3, R, R) image in [-1, 1], R = ``cfg.input_resolution`` (256 official).
     Output: (B, n_styles, w_dim) style offsets — TriPlaneNet adds ``latent_avg`` (n_styles, w_dim) afterwards.
-    Pyramid: c1 = last unit of stage 2 (R/4), c2 = last of stage 3 (R/8), c3 = last of stage 4 (R/16);
-    p2 = up(c3) + latlayer1(c2), p1 = up(p2) + latlayer2(c1).
+    Pyramid over the body's stage outputs at strides 4, 8 and 16 (last unit of stages 2, 3, 4): the coarse level
+    is the stride-16 feature; the middle level adds ``latlayer1`` (stride 8) to it, upsampled; the fine level adds
+    ``latlayer2`` (stride 4) to the middle one, upsampled. Style heads ``[0, coarse_ind)`` read the coarse level,
+    ``[coarse_ind, middle_ind)`` the middle one and the rest the fine one.
     """
 
     def __init__(self, cfg: PSPEncoderConfig | None = None) -> None:
@@ -104,18 +106,24 @@ class GradualStyleEncoder(nn.Module):
         self._taps = (last[1], last[2], last[3])
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Style codes (B, n_styles, w_dim) plus the body features ``{'c1', 'c2', 'c3'}`` (R/4, R/8, R/16)."""
+        """Style codes (B, n_styles, w_dim) plus the body features ``{'stride4', 'stride8', 'stride16'}`` (R/4, R/8,
+        R/16)."""
         r = self.cfg.input_resolution
         check_image_batch(x, self.cfg.body.input_channels, r, "GradualStyleEncoder")
         _, taps = run_units(self.body, self.input_layer(x), self._taps)
-        c1, c2, c3 = (taps[i] for i in self._taps)
-        n_coarse, n_middle = self.cfg.coarse_ind, self.cfg.middle_ind
-        latents = [self.styles[j](c3) for j in range(n_coarse)]
-        p2 = _upsample_add(c3, self.latlayer1(c2))
-        latents += [self.styles[j](p2) for j in range(n_coarse, n_middle)]
-        p1 = _upsample_add(p2, self.latlayer2(c1))
-        latents += [self.styles[j](p1) for j in range(n_middle, self.cfg.n_styles)]
-        return torch.stack(latents, dim=1), {"c1": c1, "c2": c2, "c3": c3}
+        features = dict(zip(("stride4", "stride8", "stride16"), (taps[i] for i in self._taps), strict=True))
+        coarse = features["stride16"]
+        middle = _refine_level(coarse, self.latlayer1(features["stride8"]))
+        fine = _refine_level(middle, self.latlayer2(features["stride4"]))
+        codes = []
+        for index, head in enumerate(self.styles):
+            if index < self.cfg.coarse_ind:
+                codes.append(head(coarse))
+            elif index < self.cfg.middle_ind:
+                codes.append(head(middle))
+            else:
+                codes.append(head(fine))
+        return torch.stack(codes, dim=1), features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, R, R) in [-1, 1] → (B, n_styles, w_dim) codes, without ``latent_avg``."""

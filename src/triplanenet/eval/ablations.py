@@ -68,7 +68,7 @@ class AblationResult:
 
 def _prepare(out: Path, settings: AblationSettings) -> tuple[Path, Path, Path | None]:
     """Training world, the default model's generator as a file, and the bundled identity network path."""
-    from triplanenet.demo import default_assets_dir, load_default_model
+    from triplanenet.bundled import default_assets_dir, load_default_model
     from triplanenet.io.checkpoints import save_generator
     from triplanenet.synth.dataset import build_synth_dataset
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from triplanenet.errors import ConfigError, InputImageError
-from triplanenet.io.mesh import Mesh
+from triplanenet.mesh import Mesh
 
 LEFT_EYE, RIGHT_EYE, NOSE, MOUTH_LEFT, MOUTH_RIGHT = range(5)
 

@@ -21,7 +21,8 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5, channels: int = 3) -> t
 
 
 def _ssim_parts(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(SSIM, contrast-structure) per image for images in [0, 1] (data range 1), valid-region filtering."""
+    """(SSIM, contrast-structure) per image and channel, (B, C) each, for images in [0, 1] (data range 1), valid-region
+    filtering."""
     c1, c2 = 0.01**2, 0.03**2
     channels = x.shape[1]
     mu_x = F.conv2d(x, window, groups=channels)
@@ -31,32 +32,40 @@ def _ssim_parts(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor) -> tuple
     sigma_xy = F.conv2d(x * y, window, groups=channels) - mu_x * mu_y
     cs = (2 * sigma_xy + c2) / (sigma_x + sigma_y + c2)
     ssim = ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)) * cs
-    return ssim.flatten(1).mean(dim=1), cs.flatten(1).mean(dim=1)
+    return ssim.flatten(2).mean(dim=2), cs.flatten(2).mean(dim=2)
 
 
 def ms_ssim(a: torch.Tensor, b: torch.Tensor, window_size: int = 11) -> torch.Tensor:
-    """Multi-scale SSIM (Wang et al. 2003) per image, images mapped to [0, 1] (as the official metric does).
+    """Multi-scale SSIM (Wang et al. 2003) per image, images mapped to [0, 1]: the metric TriPlaneNet reports.
 
-    Uses the standard five scales and weights when the image is large enough (> 160 px for an 11-px window);
-    smaller images use as many scales as fit, with the weights of those scales renormalised to sum to 1.
+    Conventions (those of ``pytorch_msssim.ms_ssim(X, Y, data_range=1)``, which the official evaluation calls, and
+    which ``tests/test_metric_references.py`` compares against within 1e-5): Gaussian window 11 px, sigma 1.5, valid
+    filtering, K = (0.01, 0.03); five scales with weights (0.0448, 0.2856, 0.3001, 0.2363, 0.1333); 2x2 average
+    pooling between scales, zero-padding an odd side by one; negative contrast-structure / SSIM terms clamped to 0;
+    MS-SSIM is formed for each colour channel and then averaged over the channels.
+
+    Five scales need a smaller side of more than 160 px (for an 11-px window). Smaller images, which the official
+    metric rejects, use as many scales as fit, with the weights of those scales renormalised to sum to 1.
     Returns (B,).
     """
     x = (a.float().clamp(-1, 1) + 1) / 2
     y = (b.float().clamp(-1, 1) + 1) / 2
     window = _gaussian_window(window_size, 1.5, x.shape[1]).to(x.device)
-    scales = 1
-    while scales < len(MS_SSIM_WEIGHTS) and min(x.shape[-2:]) // 2**scales >= window_size:
+    scales = 1  # add a scale while its (ceil-halved) smaller side still holds the window
+    while scales < len(MS_SSIM_WEIGHTS) and -(-min(x.shape[-2:]) // 2**scales) >= window_size:
         scales += 1
     weights = torch.tensor(MS_SSIM_WEIGHTS[:scales], device=x.device)
-    weights = weights / weights.sum()
-    values = []
+    if scales < len(MS_SSIM_WEIGHTS):  # the five published weights are used as they are (they sum to 1.0001)
+        weights = weights / weights.sum()
+    terms = []
     for scale in range(scales):
         ssim, cs = _ssim_parts(x, y, window)
-        values.append((ssim if scale == scales - 1 else cs).clamp_min(1e-6))
+        terms.append((ssim if scale == scales - 1 else cs).clamp_min(0.0))
         if scale < scales - 1:
-            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
-    stacked = torch.stack(values, dim=1)  # (B, scales)
-    return torch.prod(stacked ** weights[None], dim=1)
+            odd = (x.shape[-2] % 2, x.shape[-1] % 2)
+            x, y = F.avg_pool2d(x, 2, padding=odd), F.avg_pool2d(y, 2, padding=odd)
+    per_channel = torch.prod(torch.stack(terms, dim=0) ** weights[:, None, None], dim=0)  # (B, C)
+    return per_channel.mean(dim=1)
 
 
 def depth_error(depth: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

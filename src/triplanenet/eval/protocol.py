@@ -12,7 +12,7 @@ Metrics per image (images in [-1, 1]):
 * ``s/image``: wall-clock seconds of ``inverter.invert`` per image (model already loaded; the first image includes
   any warm-up).
 
-Data: ``synthetic`` = held-out procedural heads (identities from :data:`triplanenet.demo.DEMO_SEED`, never in the
+Data: ``synthetic`` = held-out procedural heads (identities from :data:`triplanenet.bundled.DEMO_SEED`, never in the
 training worlds) rendered on the fly, with depth, landmarks, novel-view ground truth and meshes; or a folder in the
 official layout (``dataset.json`` + images). A folder written by
 :func:`triplanenet.synth.dataset.build_synth_dataset` (with ``ground_truth.pt``) gets the same ground truth. Any
@@ -71,7 +71,7 @@ class EvalSet:
 
 def synthetic_heads(heads: int, resolution: int, seed: int | None = None) -> tuple[EvalSet, Any]:
     """``heads`` held-out procedural heads at the demo poses; returns the set and the rendered SynthSample."""
-    from triplanenet.demo import DEMO_POSES, DEMO_SEED
+    from triplanenet.bundled import DEMO_POSES, DEMO_SEED
     from triplanenet.eg3d.camera import camera_label
     from triplanenet.synth.params import HeadParams
     from triplanenet.synth.render import render_heads
@@ -222,14 +222,16 @@ def load_identity_metric(path: str | Path | None = None) -> IdentityMetric | Non
     from triplanenet.train.identity_net import face_crops
 
     if path is None:
-        from triplanenet.demo import load_default_identity_network
+        from triplanenet.bundled import load_default_identity_network
 
         network = load_default_identity_network()
         if network is None:
             return None
         name = "bundled procedural-world IR-SE identity network (offline fallback)"
     else:
-        file = Path(path)
+        from triplanenet.io.registry import resolve_checkpoint
+
+        file = resolve_checkpoint(path)  # the names curricularface / ir-se50 -> their cached downloads
         if file.suffix == ".safetensors":
             from triplanenet.train.identity_net import load_identity_safetensors
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
+import re
+import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from triplanenet.errors import TriplaneNetError
 
@@ -59,3 +65,76 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any, indent: int | None = 2) -> None:
+    """Write ``data`` as strict JSON (RFC 8259) atomically: NaN and ±inf, which ``json.dumps`` would write as
+    the invalid tokens ``NaN``/``Infinity``, become ``null``; tuples become lists."""
+    write_text_atomic(path, json.dumps(finite_json(data), indent=indent, allow_nan=False))
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (recursively through dicts, lists and tuples)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(item) for item in value]
+    return value
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[list[int]]:
+    """Hold Ctrl-C (SIGINT) back while the block runs, so that a group of writes finishes together.
+
+    An interrupt that arrives meanwhile is delivered again when the block has finished, to the handler that was
+    in place before (Python's default raises ``KeyboardInterrupt`` there; an ignored SIGINT stays ignored). When
+    the block itself fails, its own error propagates instead. Yields the list of signals received so far. Outside
+    the main thread, where Python cannot handle signals, the block runs unprotected.
+    """
+    received: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
+        yield received
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    except BaseException:
+        signal.signal(signal.SIGINT, previous)
+        raise
+    signal.signal(signal.SIGINT, previous)
+    if received:
+        if callable(previous):
+            previous(signal.SIGINT, None)  # signal.default_int_handler raises KeyboardInterrupt
+        else:  # SIG_DFL: the process would stop; stop it the Python way
+            raise KeyboardInterrupt
+
+
+_TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}(?:\.[A-Za-z0-9]+)?")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], targets: Iterable[str] | None = None) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_path` left in ``folder`` when its process was killed
+    (``kill -9``, power loss) before the rename; returns them.
+
+    Only names of the form ``.<target>.<8 random characters>[.<ext>]`` are touched, and only for ``targets``
+    (e.g. ``{"last.pt"}``) when given. Call it when a run starts, before anything writes into ``folder``: two runs
+    writing into one folder at the same time are not supported.
+    """
+    directory = Path(folder)
+    wanted = None if targets is None else set(targets)
+    removed = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY_NAME.fullmatch(entry.name)
+        if match is None or (wanted is not None and match["target"] not in wanted) or not entry.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            entry.unlink()
+            removed.append(entry)
+    return removed

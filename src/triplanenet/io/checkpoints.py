@@ -29,6 +29,7 @@ import torch
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.errors import CheckpointError, ConfigError
 from triplanenet.io import safe_pickle
+from triplanenet.io.sniff import FileFormat, sniff_format
 
 if TYPE_CHECKING:
     from triplanenet.eg3d.generator import TriPlaneGenerator
@@ -46,8 +47,6 @@ DEFAULT_TRIPLANENET_NRR = 128
 # reported.
 _GENERATOR_PREFIXES = ("backbone.", "superresolution.", "decoder.")
 _LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
-_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 # Positional order of EG3D's TriPlaneGenerator.__init__ (for pickles whose _init_args is not empty).
 _OFFICIAL_POSITIONAL = (
     "z_dim",
@@ -91,15 +90,19 @@ class RawGenerator:
     def generator_config(self, neural_rendering_resolution: int | None = None) -> GeneratorConfig:
         """The architecture to build; ``neural_rendering_resolution`` overrides the stored value.
 
-        Without an override and without a stored value (``.pth``), 128 is used, as TriPlaneNet does.
+        Without an override and without a stored value (``.pth``), the super-resolution module's input side is
+        used: 128 for the 512² releases (:data:`DEFAULT_TRIPLANENET_NRR`, as TriPlaneNet does), 64 for
+        ``shapenetcars128-64``.
 
         Raises:
             ConfigError: the kwargs describe an unsupported architecture.
         """
-        resolution = neural_rendering_resolution or self.neural_rendering_resolution or DEFAULT_TRIPLANENET_NRR
+        resolution = neural_rendering_resolution or self.neural_rendering_resolution
         if self.config is not None:
-            return self.config.replace(neural_rendering_resolution=int(resolution))
-        return GeneratorConfig.from_official_kwargs(self.init_kwargs, int(resolution))
+            return self.config.replace(
+                neural_rendering_resolution=int(resolution or self.config.neural_rendering_resolution)
+            )
+        return GeneratorConfig.from_official_kwargs(self.init_kwargs, int(resolution) if resolution else None)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -123,27 +126,20 @@ def read_generator_checkpoint(path: str | os.PathLike[str]) -> RawGenerator:
     return _read_safetensors(file)
 
 
-def _sniff(file: Path) -> Literal["zip", "pickle", "safetensors"]:
+def _sniff(file: Path) -> FileFormat:
     if not file.exists():
         raise CheckpointError(f"{file}: no such file; check the path (or download the checkpoint first)")
     if file.is_dir():
         raise CheckpointError(f"{file}: is a directory; pass the checkpoint file inside it (.pkl, .pth, .safetensors)")
     try:
         size = file.stat().st_size
-        with open(file, "rb") as handle:
-            head = handle.read(16)
+        kind = sniff_format(file)
     except OSError as exc:
         raise CheckpointError(f"{file}: cannot be read ({exc.strerror or exc}); check its permissions") from None
     if size == 0:
         raise CheckpointError(f"{file}: the file is empty; the download or copy was probably interrupted")
-    if head[:4] in _ZIP_MAGIC:
-        return "zip"
-    if head[:1] == b"\x80":
-        return "pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
-        header_len = int.from_bytes(head[:8], "little")
-        if 2 <= header_len <= _MAX_SAFETENSORS_HEADER:
-            return "safetensors"
+    if kind is not None:
+        return kind
     raise CheckpointError(
         f"{file}: unrecognised file format; expected an EG3D network pickle (.pkl), a TriPlaneNet generator "
         "(.pth) or a triplanenet .safetensors file"
@@ -168,7 +164,7 @@ def _raw_from_network_pickle(file: Path, obj: Any) -> RawGenerator:
             "pass a network-snapshot-*.pkl or a released EG3D .pkl"
         )
     if "G_ema" not in obj:
-        keys = ", ".join(sorted(str(k) for k in obj)[:8]) or "none"
+        keys = ", ".join(sorted(safe_pickle.printable(k, 40) for k in obj)[:8]) or "none"
         raise CheckpointError(
             f"{file}: the pickle has no 'G_ema' network (keys: {keys}); pass an EG3D network snapshot .pkl"
         )
@@ -180,8 +176,8 @@ def _raw_from_network_pickle(file: Path, obj: Any) -> RawGenerator:
         )
     if g_ema.class_name != "TriPlaneGenerator":
         raise CheckpointError(
-            f"{file}: 'G_ema' is a {g_ema.class_name}, not an EG3D TriPlaneGenerator; only EG3D tri-plane "
-            "generators are supported"
+            f"{file}: 'G_ema' is a {safe_pickle.printable(g_ema.class_name)}, not an EG3D TriPlaneGenerator; "
+            "only EG3D tri-plane generators are supported"
         )
     tensors: dict[str, torch.Tensor] = {}
     _collect_module_tensors(file, g_ema, "", tensors, depth=0)
@@ -206,7 +202,8 @@ def _collect_module_tensors(file: Path, obj: Any, prefix: str, out: dict[str, to
     state = safe_pickle.module_state(obj)
     if state is None:
         raise CheckpointError(
-            f"{file}: submodule {prefix.rstrip('.') or '<root>'!r} ({safe_pickle.object_class_name(obj)}) "
+            f"{file}: submodule {safe_pickle.printable(prefix.rstrip('.') or '<root>')!r} "
+            f"({safe_pickle.object_class_name(obj)}) "
             "has no module state; the file is not a plain EG3D network pickle"
         )
     non_persistent = state.get("_non_persistent_buffers_set")
@@ -214,16 +211,18 @@ def _collect_module_tensors(file: Path, obj: Any, prefix: str, out: dict[str, to
     for group in ("_parameters", "_buffers"):
         entries = state.get(group) or {}
         if not isinstance(entries, dict):
-            raise CheckpointError(f"{file}: {prefix}{group} is not a dict; the file is corrupt")
+            where = safe_pickle.printable(f"{prefix}{group}")
+            raise CheckpointError(f"{file}: {where} is not a dict; the file is corrupt")
         for name, value in entries.items():
             if value is None or (group == "_buffers" and name in skipped):
                 continue
             if not isinstance(value, torch.Tensor):
-                raise CheckpointError(f"{file}: {prefix}{name} is a {type(value).__name__}, not a tensor")
+                where = safe_pickle.printable(f"{prefix}{name}")
+                raise CheckpointError(f"{file}: {where} is a {type(value).__name__}, not a tensor")
             out[f"{prefix}{name}"] = value.detach().requires_grad_(False)
     children = state.get("_modules") or {}
     if not isinstance(children, dict):
-        raise CheckpointError(f"{file}: {prefix}_modules is not a dict; the file is corrupt")
+        raise CheckpointError(f"{file}: {safe_pickle.printable(prefix)}_modules is not a dict; the file is corrupt")
     for name, child in children.items():
         if child is not None:
             _collect_module_tensors(file, child, f"{prefix}{name}.", out, depth + 1)
@@ -316,6 +315,11 @@ def _torch_load_weights_only(file: Path, allow_zip_fallback: bool) -> Any:
             f"{file}: the PyTorch checkpoint is truncated or corrupt ({safe_pickle.short_message(exc)}); "
             "download it again"
         ) from None
+    except Exception as exc:  # malformed data inside torch's weights-only unpickler (IndexError, TypeError, ...)
+        raise CheckpointError(
+            f"{file}: the PyTorch checkpoint could not be read "
+            f"({type(exc).__name__}: {safe_pickle.short_message(exc)}); the file is corrupt"
+        ) from None
 
 
 class _StorageType:
@@ -365,7 +369,9 @@ class _TorchZipUnpickler(safe_pickle.RestrictedUnpickler):
             dtype = storage_type.dtype
             itemsize = torch.empty((), dtype=dtype).element_size()
             if len(data) != numel * itemsize:
-                raise CheckpointError(f"{self.source}: storage {key} has the wrong size; the file is corrupt")
+                raise CheckpointError(
+                    f"{self.source}: storage {safe_pickle.printable(key, 40)} has the wrong size; the file is corrupt"
+                )
             untyped = torch.frombuffer(data, dtype=torch.uint8).untyped_storage() if data else torch.UntypedStorage(0)
             self.storages[key] = torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
         return self.storages[key]
@@ -403,7 +409,7 @@ def _raw_from_triplanenet_dict(file: Path, obj: Any) -> RawGenerator:
             f"{file}: holds a {type(obj).__name__}, not a dict with 'G_ema'; pass TriPlaneNet's ffhq512-128.pth"
         )
     if "G_ema" not in obj:
-        keys = ", ".join(sorted(str(k) for k in obj)[:8]) or "none"
+        keys = ", ".join(sorted(safe_pickle.printable(k, 40) for k in obj)[:8]) or "none"
         hint = " (this looks like a TriPlaneNet model checkpoint, not an EG3D generator)" if "state_dict" in obj else ""
         raise CheckpointError(
             f"{file}: has no 'G_ema' generator weights (keys: {keys}){hint}; pass an EG3D .pkl or "
@@ -483,7 +489,8 @@ def _optional_int(file: Path, name: str, value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value <= 0:
-        raise CheckpointError(f"{file}: {name} is {value!r}, expected a positive integer")
+        shown = safe_pickle.printable(repr(value), 60)
+        raise CheckpointError(f"{file}: {name} is {shown}, expected a positive integer")
     return int(value)
 
 
@@ -495,6 +502,7 @@ def load_generator(
     path: str | os.PathLike[str],
     device: str | torch.device = "cpu",
     neural_rendering_resolution: int | None = None,
+    download: bool | None = None,
 ) -> TriPlaneGenerator:
     """Build a :class:`TriPlaneGenerator` from a checkpoint and load its weights (strictly).
 
@@ -503,20 +511,26 @@ def load_generator(
     file's ``latent_avg`` when it has one, else a copy of ``backbone.mapping.w_avg``.
 
     Args:
-        neural_rendering_resolution: override; defaults to the file's value (NVIDIA pickles, our format) or
-            128 for TriPlaneNet ``.pth`` files, which store none (TriPlaneNet renders at 128).
+        path: a checkpoint file, or an official name (``eg3d-ffhq512-128``, ``triplanenet-ffhq512-128-pth``, ...)
+            resolved by :func:`triplanenet.io.registry.resolve_checkpoint` to its cached download.
+        neural_rendering_resolution: override; defaults to the file's value (NVIDIA pickles, our format) or, for
+            TriPlaneNet ``.pth`` files, which store none, the super-resolution input side (128 for the 512² models,
+            as TriPlaneNet renders).
+        download: fetch a named checkpoint that is not cached yet (default: only under ``triplanenet --download``).
 
     Raises:
-        CheckpointError: unreadable/unsafe file, or weights that do not match the architecture it describes.
-        ConfigError: the described architecture is not supported (e.g. another super-resolution module).
+        CheckpointError: unreadable/unsafe file, a name not downloaded yet, or weights that do not match the
+            architecture the file describes.
+        ConfigError: the described architecture is not supported.
     """
     from triplanenet.eg3d.generator import TriPlaneGenerator
+    from triplanenet.io.registry import resolve_checkpoint
 
-    file = Path(path)
     try:
         target = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"invalid device {device!r} ({exc}); use e.g. 'cpu' or 'cuda'") from None
+    file = resolve_checkpoint(path, download=download)
     raw = read_generator_checkpoint(file)
     try:
         config = raw.generator_config(neural_rendering_resolution)

@@ -36,11 +36,13 @@ def load_discriminator(path: str | os.PathLike[str], config: DiscriminatorConfig
         CheckpointError: missing, corrupt or unsafe file; no discriminator weights inside; keys or shapes that do not
             match ``config``.
     """
+    from triplanenet.io.registry import resolve_checkpoint
 
-    file = Path(path)
+    file = resolve_checkpoint(path)  # the name discriminator-v2 -> its cached download
     if not file.is_file():
         raise CheckpointError(
-            f"discriminator checkpoint {file} not found; pass TriPlaneNet's pretrained_models/discriminator.pth"
+            f"discriminator checkpoint {file} not found; pass TriPlaneNet's pretrained_models/discriminator.pth "
+            "(or the name discriminator-v2)"
         )
     state = _discriminator_state(file, safe_torch_load(file))
     discriminator = Discriminator(config)

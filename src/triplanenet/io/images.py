@@ -14,6 +14,7 @@ from PIL import Image
 
 from triplanenet.errors import InputImageError
 from triplanenet.io.atomic import atomic_path, write_bytes_atomic
+from triplanenet.limits import IMAGE_PIXELS
 
 
 def tensor_to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -80,8 +81,14 @@ def image_grid(images: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(resized, axis=1)
 
 
-MAX_PIXELS = 250_000_000
-"""Images with more pixels are refused (decoding alone would need gigabytes)."""
+MAX_PIXELS = IMAGE_PIXELS.default
+"""Images with more pixels are refused from their header, before decoding (a 225-MP PNG of 218 KB would take
+5.7 GB). ``TRIPLANENET_MAX_IMAGE_PIXELS`` overrides it (see :mod:`triplanenet.limits`)."""
+
+
+def max_image_pixels() -> int:
+    """The pixel limit in force: ``TRIPLANENET_MAX_IMAGE_PIXELS`` when set, else :data:`MAX_PIXELS`."""
+    return IMAGE_PIXELS.value() if os.environ.get(IMAGE_PIXELS.env, "").strip() else MAX_PIXELS
 
 
 class NotAnImageError(InputImageError):
@@ -113,13 +120,17 @@ def read_image_array(path: str | os.PathLike[str] | BinaryIO) -> np.ndarray:
         raise InputImageError(f"{file}: file not found")
     if isinstance(file, Path) and file.is_dir():
         raise InputImageError(f"{file}: is a folder, not an image")
+    limit = max_image_pixels()
     previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # PIL refuses images over twice this (and only warns below)
+    Image.MAX_IMAGE_PIXELS = limit  # PIL refuses images over twice this when opening (and only warns below)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            handle = Image.open(file)
+            handle = Image.open(file)  # reads the header only
         with handle:
+            width, height = handle.size
+            if width * height > limit:
+                raise Image.DecompressionBombError(f"{width}x{height}")
             handle.load()
             image = ImageOps.exif_transpose(handle)
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -134,7 +145,8 @@ def read_image_array(path: str | os.PathLike[str] | BinaryIO) -> np.ndarray:
             return np.asarray(image.convert("RGB"), dtype=np.float32)
     except Image.DecompressionBombError:
         raise ImageTooLargeError(
-            f"{file}: too large (over {MAX_PIXELS / 1e6:g} megapixels); downscale it first"
+            f"{file}: too large (over the limit of {limit / 1e6:g} megapixels); downscale it first, or set "
+            f"{IMAGE_PIXELS.env} to raise the limit"
         ) from None
     except UnidentifiedImageError:
         raise NotAnImageError(f"{file}: not a readable image (PNG, JPEG, ...)") from None

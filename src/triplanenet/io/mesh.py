@@ -1,39 +1,15 @@
-"""Triangle meshes: a small container and PLY/OBJ writers (atomic)."""
+"""Triangle meshes: PLY/OBJ writers (atomic), a PLY header reader, and the :class:`Mesh` container."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
 from triplanenet.io.atomic import atomic_path
+from triplanenet.mesh import Mesh  # the container lives below io (model code uses it); importable from here too
 
-
-@dataclass
-class Mesh:
-    """A triangle mesh in world units.
-
-    Attributes:
-        vertices: (V, 3) float32 positions.
-        faces: (F, 3) int64 vertex indices, counter-clockwise seen from outside.
-        colors: optional (V, 3) uint8 vertex colours.
-    """
-
-    vertices: np.ndarray
-    faces: np.ndarray
-    colors: np.ndarray | None = None
-
-    def edge_use_counts(self) -> np.ndarray:
-        """How many faces share each undirected edge (all 2 for a closed, manifold surface)."""
-        edges = np.concatenate([self.faces[:, [0, 1]], self.faces[:, [1, 2]], self.faces[:, [2, 0]]])
-        edges.sort(axis=1)
-        _, counts = np.unique(edges, axis=0, return_counts=True)
-        return counts
-
-    def is_watertight(self) -> bool:
-        """True when every edge is shared by exactly two faces."""
-        return len(self.faces) > 0 and bool(np.all(self.edge_use_counts() == 2))
+__all__ = ["Mesh", "read_ply_counts", "write_obj", "write_ply"]
 
 
 def write_ply(path: str | os.PathLike[str], mesh: Mesh) -> None:

@@ -25,45 +25,52 @@ from triplanenet.eg3d.generator import TriPlaneGenerator
 from triplanenet.errors import CheckpointError, ConfigError
 from triplanenet.io.checkpoints import check_state_dict, load_generator, safe_torch_load
 from triplanenet.io.safetensors_files import read_safetensors, write_safetensors
+from triplanenet.io.sniff import sniff_format
 from triplanenet.model import TriPlaneNet, TriPlaneNetConfig
 
 MODEL_FORMAT = "triplanenet-model"
 TRAINING_CHECKPOINT_FORMAT = "triplanenet-train"  # written by triplanenet.train.trainer
-_SAFETENSORS_MAGIC_OFFSET = 8
-
-
-def _is_safetensors(file: Path) -> bool:
-    with open(file, "rb") as handle:
-        head = handle.read(_SAFETENSORS_MAGIC_OFFSET + 1)
-    return len(head) == _SAFETENSORS_MAGIC_OFFSET + 1 and head[-1:] == b"{"
 
 
 def load_triplanenet(
     checkpoint: str | os.PathLike[str],
     generator: str | os.PathLike[str] | TriPlaneGenerator | None = None,
     device: str | torch.device = "cpu",
+    download: bool | None = None,
 ) -> TriPlaneNet:
     """Load a TriPlaneNet model in eval mode.
 
     Args:
         checkpoint: our ``.safetensors`` model, a ``triplanenet train`` checkpoint, or an official TriPlaneNet
-            checkpoint (v1 ``triplanenet_final.pth`` or v2 ``triplanenet_v2_final.pth``; the version is detected).
+            checkpoint (v1 ``triplanenet_final.pth`` or v2 ``triplanenet_v2_final.pth``; the version is detected),
+            or an official name (``triplanenet-v2``, ``triplanenet-v1``) resolved to its cached download.
         generator: for official checkpoints, the EG3D generator file they were trained with (TriPlaneNet's
-            ``ffhq512-128.pth``, NVIDIA's ``.pkl`` or our generator ``.safetensors``) or a loaded generator; it
-            supplies the architecture and ``latent_avg``. Ignored for our own format.
+            ``ffhq512-128.pth``, NVIDIA's ``.pkl`` or our generator ``.safetensors``), its name
+            (``triplanenet-ffhq512-128-pth``) or a loaded generator; it supplies the architecture and
+            ``latent_avg``. Defaults to the generator a named checkpoint was released with. Ignored for our format.
+        download: fetch named files that are not cached yet (default: only under ``triplanenet --download``).
 
     Raises:
-        CheckpointError: missing/corrupt/unsafe file, missing generator, or weights that do not fit.
+        CheckpointError: missing/corrupt/unsafe file, a name not downloaded yet, missing generator, or weights that
+            do not fit.
     """
-    file = Path(checkpoint)
+    from triplanenet.io.registry import default_generator_for, resolve_checkpoint
+
+    if generator is None:
+        generator = default_generator_for(checkpoint)
+    file = resolve_checkpoint(checkpoint, download=download)
     if not file.is_file():
         raise CheckpointError(f"{file}: model checkpoint not found")
     if file.stat().st_size == 0:
         raise CheckpointError(f"{file}: empty file; download the checkpoint again")
-    if _is_safetensors(file):
+    try:
+        kind = sniff_format(file)
+    except OSError as exc:
+        raise CheckpointError(f"{file}: cannot be read ({exc.strerror or exc}); check its permissions") from None
+    if kind == "safetensors":
         model = _load_safetensors_model(file)
     else:
-        model = _load_official_model(file, generator)
+        model = _load_official_model(file, generator, download)
     return model.eval().to(torch.device(device))
 
 
@@ -88,16 +95,18 @@ def _load_safetensors_model(file: Path) -> TriPlaneNet:
     return model
 
 
-def _load_official_model(file: Path, generator: str | os.PathLike[str] | TriPlaneGenerator | None) -> TriPlaneNet:
+def _load_official_model(
+    file: Path, generator: str | os.PathLike[str] | TriPlaneGenerator | None, download: bool | None = None
+) -> TriPlaneNet:
     obj = safe_torch_load(file)
     if isinstance(obj, dict) and obj.get("format") == TRAINING_CHECKPOINT_FORMAT:
         return _load_training_checkpoint(file, obj)
     if generator is None:
         raise CheckpointError(
             f"{file}: official TriPlaneNet checkpoints do not contain latent_avg; pass the EG3D generator they were "
-            "trained with (e.g. --generator ffhq512-128.pth)"
+            "trained with (e.g. --generator ffhq512-128.pth, or the name triplanenet-ffhq512-128-pth)"
         )
-    gen = generator if isinstance(generator, TriPlaneGenerator) else load_generator(generator)
+    gen = generator if isinstance(generator, TriPlaneGenerator) else load_generator(generator, download=download)
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{file}: not a TriPlaneNet checkpoint (no 'state_dict' of tensors inside)")
@@ -171,7 +180,7 @@ def is_triplanenet_file(path: str | os.PathLike[str]) -> bool:
     rather than a generator. Peeks at the safetensors header or the torch zip's pickle bytes; unpickles nothing."""
     file = Path(path)
     try:
-        if _is_safetensors(file):
+        if sniff_format(file) == "safetensors":
             with open(file, "rb") as handle:
                 length = int.from_bytes(handle.read(8), "little")
                 return f'"{MODEL_FORMAT}"'.encode() in handle.read(min(length, 1 << 26))

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import pickle
+import re
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
@@ -121,11 +123,11 @@ def module_state(obj: Any) -> dict[str, Any] | None:
 
 
 def object_class_name(obj: Any) -> str:
-    """Readable class name of an unpickled object (placeholder-aware)."""
+    """Readable class name of an unpickled object (placeholder-aware), printable for an error message."""
     if isinstance(obj, PersistentObject):
-        return obj.class_name
+        return printable(obj.class_name)
     if isinstance(obj, InertObject):
-        return obj.qualified_name
+        return printable(obj.qualified_name)
     return type(obj).__name__
 
 
@@ -204,36 +206,130 @@ def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> to
     return result  # the tensor subclass and its Python attributes are ignored
 
 
-def _safe_dtype(*args: Any) -> np.dtype:
-    dtype = np.dtype(*args)
-    if dtype.hasobject:
+# --- numpy: rebuilt from checked plain data only ---------------------------------------------------------------
+# A pickled numpy dtype is ``numpy.dtype(typestr, align, copy)`` followed by a BUILD whose state may carry field
+# names, offsets, an item size and a sub-array. numpy trusts that state when it is applied to a real dtype: an
+# offset beyond the item size makes scalars and arrays of that dtype read out of bounds (a crash, or process
+# memory echoed back). So no numpy object is ever handed pickle data: ``numpy.dtype`` resolves to
+# :class:`NumpyDtypeSpec`, which keeps a checked type string and byte order; scalars and arrays are then made by
+# numpy's ordinary constructors from that spec and from byte strings of exactly the right length.
+
+_NUMPY_TYPESTR = re.compile(r"b1|[iu](?:1|2|4|8)|f(?:2|4|8)|c(?:8|16)")
+"""The dtypes a pickle may use: bool, (u)int8..64, float16/32/64, complex64/128 (no objects, strings, records,
+datetimes or platform-sized long doubles)."""
+_NUMPY_BYTEORDERS = ("<", ">", "|", "=")
+_MAX_NUMPY_DIMS = 32
+
+
+class NumpyDtypeSpec:
+    """What a pickled ``numpy.dtype`` stood for, as checked plain data (never a live dtype built from the pickle).
+
+    Attributes:
+        typestr: a plain numeric type string such as ``'f4'`` (see ``_NUMPY_TYPESTR``).
+        byteorder: ``'<'``, ``'>'``, ``'|'`` or ``'='``, from the pickled state (default native).
+    """
+
+    def __init__(self, typestr: str) -> None:
+        self.typestr = typestr
+        self.byteorder = "="
+
+    def __setstate__(self, state: Any) -> None:
+        # numpy's dtype state: (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata]).
+        if not isinstance(state, tuple) or len(state) not in (8, 9):
+            raise CheckpointError("a numpy dtype in this pickle has a malformed state; the file is corrupt")
+        version, byteorder, subarray, names, fields, elsize, alignment, flags = state[:8]
+        metadata = state[8] if len(state) == 9 else None
+        if any(part is not None for part in (subarray, names, fields, metadata)):
+            raise CheckpointError(
+                "this pickle contains a structured or sub-array numpy dtype; only plain numeric dtypes are supported"
+            )
+        if (
+            type(version) is not int
+            or version not in (3, 4)
+            or byteorder not in _NUMPY_BYTEORDERS
+            or (elsize, alignment) != (-1, -1)
+            or type(flags) is not int
+        ):
+            raise CheckpointError("a numpy dtype in this pickle has an inconsistent state; the file is corrupt")
+        self.byteorder = byteorder
+
+    def dtype(self) -> np.dtype:
+        """A fresh numpy dtype made from ``typestr`` and ``byteorder`` alone."""
+        dtype = np.dtype(self.typestr)
+        if self.byteorder in ("<", ">") and dtype.itemsize > 1:
+            dtype = dtype.newbyteorder(self.byteorder)
+        return dtype
+
+    def __repr__(self) -> str:
+        return f"NumpyDtypeSpec({self.byteorder}{self.typestr})"
+
+
+def _numpy_dtype(*args: Any) -> NumpyDtypeSpec:
+    if not 1 <= len(args) <= 3 or not isinstance(args[0], str) or not all(type(a) in (bool, int) for a in args[1:]):
+        raise CheckpointError("a numpy dtype in this pickle has unexpected arguments; the file is corrupt")
+    typestr = args[0]
+    if typestr[:1] in ("O", "|O"):
         raise CheckpointError("this pickle contains a numpy array of Python objects; refusing to load it")
-    return dtype
+    if not _NUMPY_TYPESTR.fullmatch(typestr):
+        raise CheckpointError(
+            f"this pickle contains a numpy dtype {typestr[:16]!r}; only plain numeric dtypes (bool, int, uint, "
+            "float, complex) are supported"
+        )
+    return NumpyDtypeSpec(typestr)
 
 
-def _numpy_multiarray() -> Any:
-    core = getattr(np, "_core", None)
-    return core.multiarray if core is not None else np.core.multiarray
-
-
-def _np_scalar(dtype: Any, *args: Any) -> Any:
-    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+def _np_scalar(spec: Any, data: Any = None, *rest: Any) -> bool | int | float | complex:
+    """A numpy scalar as the plain Python number it holds (``float``, ``int``, ``bool`` or ``complex``)."""
+    if not isinstance(spec, NumpyDtypeSpec) or rest:
         raise CheckpointError("this pickle contains a numpy scalar of an unsupported dtype")
-    return _numpy_multiarray().scalar(dtype, *args)
+    dtype = spec.dtype()
+    if not isinstance(data, bytes | bytearray) or len(data) != dtype.itemsize:
+        raise CheckpointError("a numpy scalar in this pickle does not match its dtype's size; the file is corrupt")
+    return np.frombuffer(bytes(data), dtype=dtype)[0].item()
 
 
-def _np_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+class PickledArray(np.ndarray):
+    """A numpy array being unpickled: BUILD reaches :meth:`__setstate__`, which checks the shape, the dtype spec
+    and the byte count before numpy sees any of it. Behaves as an ordinary ``numpy.ndarray`` afterwards."""
+
+    def __setstate__(self, state: Any) -> None:
+        # numpy's array state: ([version,] shape, dtype, is_fortran, raw bytes).
+        if not isinstance(state, tuple) or len(state) not in (4, 5) or (len(state) == 5 and type(state[0]) is not int):
+            raise CheckpointError("a numpy array in this pickle has a malformed state; the file is corrupt")
+        shape, spec, is_fortran, raw = state[-4:]
+        if not isinstance(spec, NumpyDtypeSpec):
+            raise CheckpointError("a numpy array in this pickle has an unsupported dtype")
+        if (
+            not isinstance(shape, tuple)
+            or len(shape) > _MAX_NUMPY_DIMS
+            or not all(type(n) is int and n >= 0 for n in shape)
+            or type(is_fortran) is not bool
+        ):
+            raise CheckpointError("a numpy array in this pickle has a malformed shape; the file is corrupt")
+        dtype = spec.dtype()
+        if not isinstance(raw, bytes | bytearray) or len(raw) != math.prod(shape) * dtype.itemsize:
+            raise CheckpointError("a numpy array in this pickle does not hold as many bytes as its shape needs")
+        super().__setstate__((1, shape, dtype, is_fortran, bytes(raw)))
+
+
+def _np_reconstruct(subtype: Any, shape: Any, typecode: Any) -> np.ndarray:
     if subtype is not NDARRAY:
         raise CheckpointError("this pickle contains an unsupported numpy array subclass")
-    if isinstance(dtype, np.dtype) and dtype.hasobject:
-        raise CheckpointError("this pickle contains a numpy array of Python objects; refusing to load it")
-    return _numpy_multiarray()._reconstruct(np.ndarray, shape, dtype)
+    # numpy pickles an empty placeholder here (shape (0,), typecode b'b'); the real content comes with BUILD.
+    return np.ndarray.__new__(PickledArray, (0,), np.uint8)
 
 
 def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
         raise CheckpointError("this pickle contains an unsupported bytes encoding")
     return text.encode(encoding)
+
+
+def _empty_bytes(*args: Any) -> bytes:
+    # Protocol 2 writes an empty bytes object (e.g. the data of an empty numpy array) as a call of bytes().
+    if args:
+        raise CheckpointError("this pickle calls bytes() with arguments; only the empty bytes object is supported")
+    return b""
 
 
 _TORCH_DTYPE_NAMES = frozenset(name for name in dir(torch) if isinstance(getattr(torch, name, None), torch.dtype))
@@ -251,13 +347,15 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("dnnlib.util", "EasyDict"): EasyDictData,
     ("dnnlib", "EasyDict"): EasyDictData,
-    ("numpy", "dtype"): _safe_dtype,
+    ("numpy", "dtype"): _numpy_dtype,
     ("numpy", "ndarray"): NDARRAY,
     ("numpy.core.multiarray", "scalar"): _np_scalar,
     ("numpy._core.multiarray", "scalar"): _np_scalar,
     ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
     ("_codecs", "encode"): _codecs_encode,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
 }
 
 
@@ -293,7 +391,8 @@ def resolve_global(module: str, name: str, source: str = "this file") -> Any:
     if _is_torch_nn_module_class(module, name) or _is_placeholder_name(module, name):
         return placeholder_class(f"{module}.{name}")
     raise CheckpointError(
-        f"{source}: refuses to load global {module}.{name}: this file is not a plain EG3D network pickle "
+        f"{source}: refuses to load global {printable(f'{module}.{name}', 120)}: this file is not a plain EG3D "
+        "network pickle "
         "(it would run code when unpickled); only load checkpoints from sources you trust, or convert them "
         "to .safetensors in a trusted environment"
     )
@@ -347,21 +446,49 @@ def _load(handle: BinaryIO, label: str) -> Any:
 
 
 def short_message(exc: BaseException, limit: int = 160) -> str:
-    """``str(exc)`` on one line, shortened to ``limit`` characters."""
-    text = " ".join(str(exc).split())
+    """``str(exc)`` on one printable line, shortened to ``limit`` characters."""
+    return printable(str(exc), limit)
+
+
+def printable(value: Any, limit: int = 80) -> str:
+    """``str(value)`` as one printable line for an error message: whitespace runs become one space, other
+    control characters become ``\\xNN`` escapes (a file's text never reaches the terminal raw), at most ``limit``
+    characters."""
+    text = " ".join(str(value).split())
+    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def to_plain(value: Any, _depth: int = 0) -> Any:
-    """Recursively turn EasyDicts, OrderedDicts, tuples and numpy scalars into plain Python values."""
+MAX_PLAIN_NODES = 100_000
+"""How many values :func:`to_plain` visits at most: a pickle can share one list many times over (a DAG of 50
+levels would otherwise mean 2**50 visits)."""
+
+
+def to_plain(value: Any, _depth: int = 0, _budget: list[int] | None = None) -> Any:
+    """Recursively turn EasyDicts, OrderedDicts, tuples and numpy scalars into plain Python values.
+
+    Numpy scalars are converted only when their dtype is a plain number (no records or sub-arrays, whose layout
+    could point outside the value). The loader itself never yields numpy scalars; this covers other callers.
+
+    Raises:
+        CheckpointError: nesting deeper than 50, more than :data:`MAX_PLAIN_NODES` values, or a numpy scalar of
+            another dtype.
+    """
+    budget = [MAX_PLAIN_NODES] if _budget is None else _budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise CheckpointError(f"a configuration dict in this file holds more than {MAX_PLAIN_NODES} values")
     if _depth > 50:
         raise CheckpointError("a configuration dict in this file is nested too deeply")
     if isinstance(value, dict):
-        return {to_plain(k, _depth + 1): to_plain(v, _depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_plain(v, _depth + 1) for v in value]
-    if isinstance(value, tuple):
-        return [to_plain(v, _depth + 1) for v in value]
+        return {to_plain(k, _depth + 1, budget): to_plain(v, _depth + 1, budget) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_plain(v, _depth + 1, budget) for v in value]
+    if isinstance(value, NumpyDtypeSpec):
+        return value.dtype().str
     if isinstance(value, np.generic):
+        dtype = value.dtype
+        if dtype.kind not in "biufc" or dtype.names is not None or dtype.subdtype is not None:
+            raise CheckpointError(f"a configuration value in this file is a numpy {dtype.kind!r} scalar, not a number")
         return value.item()
     return value

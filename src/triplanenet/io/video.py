@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 
 import numpy as np
 
+from triplanenet.errors import ConfigError
 from triplanenet.io.atomic import atomic_path
 
 
@@ -14,8 +16,14 @@ def write_mp4(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: i
     """Encode (H, W, 3) uint8 frames to an H.264 MP4, atomically. Returns the number of frames written.
 
     Sides are padded to even sizes as H.264 requires.
+
+    Raises:
+        ConfigError: ``fps`` is not a positive finite number (ffmpeg would silently pick its own rate).
     """
     import imageio.v2 as imageio
+
+    if not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
+        raise ConfigError(f"the video frame rate must be a positive number, got {fps!r}")
 
     count = 0
     with atomic_path(path) as tmp:

@@ -29,6 +29,12 @@ so that it lines up with ``x_m`` (:func:`mirror_sigma`). ``conf_sigma_percl`` is
 
 Pre-processing (:meth:`ConfNet.predict_sigma`, as in ``conf_map.py``): image in [0, 1] -> bilinear resize to
 256x256 -> bilinear resize to 64x64 (both ``align_corners=False``, no antialiasing) -> ``* 2 - 1``.
+
+Origin: the architecture is unsup3d's ``ConfNet`` (Shangzhe Wu, Christian Rupprecht, Andrea Vedaldi, "Unsupervised
+Learning of Probably Symmetric Deformable 3D Objects from Images in the Wild", CVPR 2020; code ``elliottwu/unsup3d``,
+MIT licence). The layer list above and the state-dict keys are what loading its checkpoint requires; the code here is
+our own. No unsup3d weights are shipped: the bundled ``assets/default/confnet.safetensors`` was trained by this
+project (``scripts/train_default_model.py sigma``), and the CelebA checkpoint is read only from a user's own file.
 """
 
 from __future__ import annotations

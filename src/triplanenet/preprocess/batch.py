@@ -18,14 +18,19 @@ Outputs in ``out_dir``: ``<stem>.png`` (or ``<stem>_face<k>.png``, k = 0 for the
 ``all_faces``), ``dataset.json`` in the official layout (merged with an existing one in ``out_dir``, so a folder
 can be built in several runs) and ``preprocess_report.json`` (one entry per input file: ``status`` — ``ok``,
 ``no_face``, ``face_too_small``, ``not_an_image``, ``corrupt``, ``too_large``, ``bad_camera``, ``error`` — a
-one-line ``message``, the written files and per-face box, score, landmarks, yaw/pitch/roll). The folder is a
-valid training dataset for :class:`~triplanenet.data.dataset.FaceDataset`.
+one-line ``message``, the written files and per-face box, score, landmarks, yaw/pitch/roll) and ``sources.json``
+(which photo, by path and sha256, each crop came from: a later run never replaces the crop of a different photo
+that happens to have the same name). The folder is a valid training dataset for
+:class:`~triplanenet.data.dataset.FaceDataset` at every moment, also when a run is interrupted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -303,12 +308,116 @@ def _status_of(exc: TriplaneNetError) -> str:
     return "error"
 
 
-def _unique_stem(stem: str, taken: set[str]) -> str:
-    name, n = stem, 1
-    while name in taken:
-        n += 1
-        name = f"{stem}_{n}"
-    return name
+SOURCES_FILE = "sources.json"
+"""Which photo (absolute path, sha256 of its bytes) and which face each crop of the folder was made from. A later
+run into the same folder uses it to tell a re-processed photo (its crop is replaced) from a different photo with the
+same name (added under a new name, unless ``overwrite``)."""
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _existing_sources(out: Path, labels: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads((out / SOURCES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    crops = data.get("crops") if isinstance(data, dict) else None
+    if not isinstance(crops, dict):
+        return {}
+    return {name: record for name, record in crops.items() if name in labels and isinstance(record, dict)}
+
+
+def _same_source(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
+    return a is not None and a.get("sha256") == b["sha256"] and a.get("face") == b["face"]
+
+
+def _crop_name(
+    stem: str,
+    source: dict[str, Any],
+    out: Path,
+    labels: dict[str, torch.Tensor],
+    sources: dict[str, dict[str, Any]],
+    overwrite: bool,
+    reserved: set[str],
+) -> tuple[str, str]:
+    """The file name for a new crop and a note for the report ("" when nothing special happened).
+
+    ``<stem>.png`` unless the folder already holds a crop of that name made from another photo (or a file of that
+    name whose origin is unknown): then ``<stem>_2.png``, ``<stem>_3.png``, ..., or the same name with
+    ``overwrite``. Names in ``reserved`` (other crops of the same photo) are never used."""
+
+    def taken(candidate: str) -> bool:
+        return candidate in labels or candidate in reserved or (out / candidate).exists()
+
+    name = f"{stem}.png"
+    own = [
+        n for n, s in sources.items() if _same_source(s, source) and re.fullmatch(rf"{re.escape(stem)}(_\d+)?\.png", n)
+    ]
+    for candidate in sorted(own, key=len):  # this photo is in the folder already (maybe renamed): replace its crop
+        if candidate not in reserved:
+            return candidate, ""
+    if name not in reserved and not taken(name):
+        return name, ""
+    if overwrite and name not in reserved:
+        return name, f"replaced the existing {name} (--overwrite)"
+    k = 2
+    while taken(f"{stem}_{k}.png"):
+        k += 1
+    new = f"{stem}_{k}.png"
+    return new, f"{name} already holds a crop of another photo; added as {new} (--overwrite replaces it instead)"
+
+
+def _stage_png(out: Path, name: str, image: np.ndarray) -> Path:
+    """Write ``image`` to a hidden temporary file in ``out`` (skipped by the dataset loader) for
+    :func:`_commit_crops` to rename into place."""
+    from triplanenet.io.images import save_png
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".png", dir=out)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        save_png(tmp, image)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _commit_crops(
+    out: Path,
+    staged: list[tuple[str, Path, torch.Tensor, dict[str, Any]]],
+    labels: dict[str, torch.Tensor],
+    sources: dict[str, dict[str, Any]],
+) -> None:
+    """Add staged crops (written to hidden temporary files) to the folder together with their labels.
+
+    Ctrl-C is held back meanwhile, so ``dataset.json`` always lists exactly the crops present. The labels are
+    written first: a process killed outright (``kill -9``) in between leaves a label without its image, which the
+    next run drops (:func:`_existing_labels`), never an image without a label.
+    """
+    from triplanenet.io.atomic import interrupts_deferred
+    from triplanenet.io.cameras import write_dataset_json
+
+    with interrupts_deferred():
+        for name, _, label, source in staged:
+            labels[name] = label
+            sources[name] = source
+        write_dataset_json(out / "dataset.json", sorted(labels.items()))
+        _write_sources(out, sources)
+        for name, tmp, _, _ in staged:
+            os.replace(tmp, out / name)
+
+
+def _write_sources(out: Path, sources: dict[str, dict[str, Any]]) -> None:
+    from triplanenet.io.atomic import write_text_atomic
+
+    write_text_atomic(out / SOURCES_FILE, json.dumps({"crops": dict(sorted(sources.items()))}, indent=1))
 
 
 def _existing_labels(dataset_json: Path) -> dict[str, torch.Tensor]:
@@ -335,8 +444,14 @@ def preprocess_photos(
     deep3d_dir: str | os.PathLike[str] | None = None,
     model: MTCNN | None = None,
     on_file: Callable[[PhotoOutcome], None] | None = None,
+    overwrite: bool = False,
 ) -> PreprocessReport:
     """Preprocess photo files into a training-ready folder (see the module docstring for the outputs).
+
+    The folder stays consistent at every moment: each photo's crops and labels are added together (Ctrl-C is held
+    back for that instant), so an interrupted run leaves a valid dataset that a re-run completes. A crop name
+    already used in the folder by another photo (per ``sources.json``) gets a new name (``<stem>_2.png``) unless
+    ``overwrite``; the same photo processed again replaces its own crop.
 
     Bad files never stop the batch: each gets a :class:`PhotoOutcome` with a status and a one-line message.
 
@@ -352,6 +467,7 @@ def preprocess_photos(
         deep3d_dir: folder with Deep3DFaceRecon ``<stem>.mat`` files for the inputs (see :func:`read_deep3d_mat`).
         model: MTCNN (loaded once when None).
         on_file: called after each file (progress bars).
+        overwrite: replace an existing crop of the same name even when it was made from another photo.
 
     Raises:
         ConfigError: bad options (``all_faces`` with user cameras, both camera sources).
@@ -367,16 +483,17 @@ def preprocess_photos(
         raise ConfigError("--all-faces estimates each face's camera; it cannot be combined with --cameras/--deep3d")
     if deep3d_dir is not None and not Path(deep3d_dir).is_dir():
         raise ConfigError(f"--deep3d {deep3d_dir} is not a folder; pass the folder holding Deep3DFaceRecon .mat files")
+    from triplanenet.io.atomic import remove_stale_temporaries
     from triplanenet.io.cameras import camera_for_image, write_dataset_json
-    from triplanenet.io.images import save_png
 
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # crops and labels a killed earlier run was still writing
     if model is None:
         model = load_mtcnn()
     labels = _existing_labels(out / "dataset.json")
-    written_now: set[str] = set()
+    sources = _existing_sources(out, labels)
     outcomes: list[PhotoOutcome] = []
     for raw in paths:
         path = Path(raw)
@@ -400,18 +517,25 @@ def preprocess_photos(
             )
             results = [crop_face(image, f, camera=camera, pad_mode=pad_mode, label=user_label) for f in faces]
             stems = [f"{path.stem}_face{k}" for k in range(len(results))] if all_faces else [path.stem]
-            for stem, result in zip(stems, results, strict=True):
-                # A name seen earlier in this run is a different photo with the same stem; one from an earlier
-                # run is the same photo re-processed, which overwrites its crop.
-                stem = _unique_stem(stem, written_now) if stem in written_now else stem
-                written_now.add(stem)
-                name = f"{stem}.png"
-                save_png(out / name, result.aligned.image)
-                labels[name] = result.label
-                outcome.outputs.append(name)
-                outcome.faces.append(face_record(result))
+            digest = _file_sha256(path)
+            notes = []
+            staged: list[tuple[str, Path, torch.Tensor, dict[str, Any]]] = []
+            try:
+                for k, (stem, result) in enumerate(zip(stems, results, strict=True)):
+                    source = {"path": str(path.resolve()), "sha256": digest, "face": k if all_faces else 0}
+                    reserved = {entry[0] for entry in staged}
+                    name, note = _crop_name(stem, source, out, labels, sources, overwrite, reserved)
+                    notes += [note] if note else []
+                    staged.append((name, _stage_png(out, name, result.aligned.image), result.label, source))
+                    outcome.outputs.append(name)
+                    outcome.faces.append(face_record(result))
+                _commit_crops(out, staged, labels, sources)
+            finally:
+                for _, tmp, _, _ in staged:
+                    tmp.unlink(missing_ok=True)
             if len(results) > 1 or (all_faces and len(results) == 1):
-                outcome.message = f"{len(results)} face(s)"
+                notes.insert(0, f"{len(results)} face(s)")
+            outcome.message = "; ".join(notes)
         except TriplaneNetError as exc:
             if isinstance(exc, ConfigError):
                 raise
@@ -425,9 +549,9 @@ def preprocess_photos(
     if labels:
         write_dataset_json(out / "dataset.json", sorted(labels.items()))
     report = PreprocessReport(out, outcomes, labels, time.perf_counter() - started)
-    from triplanenet.io.atomic import write_text_atomic
+    from triplanenet.io.atomic import write_json_atomic
 
-    write_text_atomic(out / "preprocess_report.json", json.dumps(report.to_json(), indent=2))
+    write_json_atomic(out / "preprocess_report.json", report.to_json())
     return report
 
 
@@ -452,12 +576,17 @@ def align_photo_for_inversion(
     all_faces: bool = False,
     camera: CameraMode = "official",
     pad_mode: PadMode = "reflect",
+    face_names: Callable[[int], list[str]] | None = None,
 ) -> list[AlignedPhoto]:
     """Detect, align and pose an un-aligned photo for inversion; save each crop and camera in the output folder.
 
     For each face (the largest, or all with ``all_faces``: ``<stem>_face<k>``) writes
     ``out_dir/<name>/aligned.png`` (the 512² EG3D crop) and ``out_dir/<name>/camera.json``
     (``{"label": [25 numbers], "yaw", "pitch", "roll", ...}``, readable as a per-image camera file).
+
+    Args:
+        face_names: given the number of faces found, the folder names to use instead of the ones above (the
+            caller keeps names unique across photos).
 
     Returns:
         One :class:`AlignedPhoto` per face: ``image`` (3, 512, 512) in [−1, 1], ``label`` (1, 25).
@@ -472,7 +601,10 @@ def align_photo_for_inversion(
     image = read_photo(file)
     faces = faces_in_photo(image, all_faces=all_faces, what=file.name)
     results = [crop_face(image, face, camera=camera, pad_mode=pad_mode) for face in faces]
-    names = [f"{file.stem}_face{k}" for k in range(len(results))] if all_faces else [file.stem]
+    if face_names is not None:
+        names = face_names(len(results))
+    else:
+        names = [f"{file.stem}_face{k}" for k in range(len(results))] if all_faces else [file.stem]
     aligned = []
     for name, result in zip(names, results, strict=True):
         folder = Path(out_dir) / name

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from triplanenet.eg3d import camera as cam
 from triplanenet.eg3d.rays import generate_rays, split_label
 from triplanenet.errors import ConfigError
-from triplanenet.io.mesh import Mesh
+from triplanenet.mesh import Mesh
 from triplanenet.synth.params import HeadParams
 from triplanenet.synth.sdf import (
     STEP_SCALE,

@@ -119,8 +119,9 @@ def initialise_from_arcface(model: TriPlaneNet, path: str) -> None:
     """Official initialisation: IR-SE-50 ArcFace weights for both encoder bodies; the first conv of the second branch
     (6 channels in v1, 9 in v2) gets the pretrained RGB filters on channels 0–2 and N(0, 1) on the others."""
     from triplanenet.io.checkpoints import safe_torch_load
+    from triplanenet.io.registry import resolve_checkpoint
 
-    state = safe_torch_load(path)
+    state = safe_torch_load(resolve_checkpoint(path))  # the name ir-se50 -> its cached download
     if not isinstance(state, dict) or "input_layer.0.weight" not in state:
         raise ConfigError(f"{path}: not an IR-SE-50 state dict (model_ir_se50.pth)")
     body = {k: v for k, v in state.items() if k.startswith(("input_layer.", "body."))}

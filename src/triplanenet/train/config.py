@@ -16,8 +16,12 @@ Presets (the paper and the official code disagree on some values, reference §6.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -162,6 +166,12 @@ class TrainConfig:
         for name in ("log_every", "image_every", "val_every", "save_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        if self.depth_samples is not None:
+            from triplanenet.limits import DEPTH_SAMPLES
+
+            if self.depth_samples < 4:
+                raise ConfigError("depth_samples must be >= 4 (or null for the model's own)")
+            DEPTH_SAMPLES.check(self.depth_samples, "depth_samples")
 
     @property
     def uses_mirror(self) -> bool:
@@ -188,20 +198,84 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build a config from plain data (a file, overrides), checking every value against its field's type.
+
+        Raises:
+            ConfigError: an unknown option, or a value of the wrong type (``lr_psp = "abc"``, ``amp = "yes"``,
+                ``max_steps = 1.5``, ``lr_psp = NaN``, ``pixel = "l3"``), one line naming the option.
+        """
         values = dict(data)
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        for key in ("psp_losses", "triplane_losses"):
+            if isinstance(values.get(key), BranchLossConfig):
+                values[key] = dataclasses.asdict(values[key])
+            if isinstance(values.get(key), dict):
+                extra = set(values[key]) - {f.name for f in dataclasses.fields(BranchLossConfig)}
+                if extra:
+                    raise ConfigError(f"unknown option(s) in {key}: {', '.join(sorted(extra))}")
+                values[key] = BranchLossConfig(**_typed_values(BranchLossConfig, values[key], f"{key}."))
         try:
-            for key in ("psp_losses", "triplane_losses"):
-                if isinstance(values.get(key), dict):
-                    extra = set(values[key]) - {f.name for f in dataclasses.fields(BranchLossConfig)}
-                    if extra:
-                        raise ConfigError(f"unknown option(s) in {key}: {', '.join(sorted(extra))}")
-                    values[key] = BranchLossConfig(**values[key])
-            return cls(**values)
+            return cls(**_typed_values(cls, values, ""))
         except TypeError as exc:
             raise ConfigError(f"invalid training config: {exc}") from None
+
+
+class _WrongType(Exception):
+    """A value does not fit a type hint; carries the description of what was expected."""
+
+
+def _typed_values(cls: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``values`` checked (and ints widened to float, integral floats narrowed to int) against ``cls``'s fields."""
+    hints = typing.get_type_hints(cls)
+    checked = {}
+    for name, value in values.items():
+        try:
+            checked[name] = _fit(value, hints[name])
+        except _WrongType as exc:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise ConfigError(f"training option {prefix}{name} must be {exc}, got {shown}") from None
+    return checked
+
+
+def _fit(value: Any, hint: Any) -> Any:
+    """``value`` as type ``hint`` (bool, int, float, str, Literal[...], BranchLossConfig, or a union of them)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        if value is None and type(None) in args:
+            return None
+        options = [arg for arg in args if arg is not type(None)]
+        for option in options:
+            with contextlib.suppress(_WrongType):
+                return _fit(value, option)
+        described = " or ".join(_describe(option) for option in options)
+        raise _WrongType(described + (" or null" if type(None) in args else ""))
+    if origin is Literal:
+        for allowed in args:  # type-exact, so that true does not pass for 1
+            if type(value) is type(allowed) and value == allowed:
+                return value
+        raise _WrongType(_describe(hint))
+    if hint is BranchLossConfig and isinstance(value, BranchLossConfig):
+        return value
+    if hint is bool and type(value) is bool:
+        return value
+    if hint is int and type(value) is int:
+        return value
+    if hint is int and type(value) is float and math.isfinite(value) and value.is_integer():
+        return int(value)  # 1e6 in a JSON/TOML file
+    if hint is float and type(value) in (int, float) and math.isfinite(value):
+        return float(value)
+    if hint is str and type(value) is str:
+        return value
+    raise _WrongType(_describe(hint))
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(json.dumps(arg) for arg in typing.get_args(hint))
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _paper() -> dict[str, Any]:
@@ -312,6 +386,8 @@ def load_train_config(source: str, overrides: list[str] | tuple[str, ...] = ()) 
         data = _merge(_merge(defaults, PRESETS[base]()), loaded)
     for override in overrides:
         keys, value = parse_override(override)
+        if not isinstance(value, str) and value is not None and _takes_text(keys):
+            value = override.partition("=")[2]  # out=2024 is the folder "2024", not the number
         target = data
         for key in keys[:-1]:
             target = target.setdefault(key, {})
@@ -319,6 +395,18 @@ def load_train_config(source: str, overrides: list[str] | tuple[str, ...] = ()) 
                 raise ConfigError(f"override {override!r}: {key} is not a group of options")
         target[keys[-1]] = value
     return TrainConfig.from_dict(data)
+
+
+def _takes_text(keys: list[str]) -> bool:
+    """Whether option ``keys`` (``["out"]``, ``["psp_losses", "pixel"]``) is a plain text field (str / str | None)."""
+    cls: type = TrainConfig
+    for key in keys[:-1]:
+        hint = typing.get_type_hints(cls).get(key)
+        if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
+            return False
+        cls = hint
+    hint = typing.get_type_hints(cls).get(keys[-1])
+    return hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType) and str in typing.get_args(hint))
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,20 @@
 """Ranger: RAdam + Lookahead + gradient centralization, as TriPlaneNet trains with it.
 
+Origin and licence: Ranger is the work of Less Wright (GitHub ``lessw2020``, "Ranger-Deep-Learning-Optimizer",
+version 20.4.11), published under the Apache License, Version 2.0; TriPlaneNet ships that version as
+``training/ranger.py``. Ranger combines RAdam (Liu et al. 2019, "On the Variance of the Adaptive Learning Rate and
+Beyond", code ``LiyuanLucasLiu/RAdam``), Lookahead (Zhang, Lucas, Hinton, Ba 2019) and Gradient Centralization
+(Yong et al. 2020, code ``Yonghongwei/Gradient-Centralization``). This module is derived from Ranger 20.4.11: it
+reproduces that optimizer's update rule, defaults, state layout (``slow_buffer``, ``radam_buffer``) and order of
+floating-point operations, so that official optimizer states load and updates follow the same arithmetic (the
+tests check the formulas on hand-computed steps; there is no side-by-side run against Ranger's own code), and it
+is written in our own structure. It is therefore distributed under the Apache License 2.0
+(``LICENSES/Apache-2.0.txt``; attribution in ``NOTICE``), not under the package's MIT licence. Changes from Ranger
+20.4.11, made for this package: ``use_gc=False`` turns centralization off (Ranger stores the flag but always
+centralises); ``p.grad`` is not modified; float64 parameters are updated in float64; the RAdam cache is saved in
+:meth:`Ranger.state_dict` so resumed runs continue bit for bit; arguments are validated with
+:class:`~triplanenet.errors.ConfigError`.
+
 Behaviour (reference §6.5, TriPlaneNet ``training/ranger.py``, Ranger version 20.4.11), per parameter ``p`` with a
 gradient ``g`` and per-parameter step counter ``t``:
 

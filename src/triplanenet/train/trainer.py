@@ -18,6 +18,7 @@ with all-reduce.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -33,7 +34,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from triplanenet.eg3d.camera import mirror_label
 from triplanenet.errors import TriplaneNetError
-from triplanenet.io.atomic import atomic_path, write_text_atomic
+from triplanenet.io.atomic import atomic_path, interrupts_deferred, remove_stale_temporaries, write_text_atomic
 from triplanenet.io.model_checkpoints import TRAINING_CHECKPOINT_FORMAT as CHECKPOINT_FORMAT
 from triplanenet.losses.adversarial import discriminator_logistic_loss, generator_adversarial_loss, r1_penalty
 from triplanenet.losses.confnet import CONFNET_INPUT_SIZE, mirror_sigma
@@ -245,6 +246,8 @@ class Trainer:
         self.out = Path(config.out)
         self.step = 0
         self.best_val = math.inf
+        self.saved_steps: dict[str, int] = {}
+        """Checkpoint name -> the step it holds, for every save this trainer completed (renamed into place)."""
         self.schedule = BatchSchedule.from_changes(config.batch_size, config.batch_changes())
         self.psp_optimizer = make_optimizer(config.optimizer, list(model.psp_encoder.parameters()), config.lr_psp)
         self.triplane_optimizer = make_optimizer(
@@ -475,23 +478,83 @@ class Trainer:
         return state
 
     def save_checkpoint(self, name: str) -> Path:
-        """Write ``checkpoints/<name>`` atomically (rank 0 only)."""
+        """Write ``checkpoints/<name>`` atomically (rank 0 only) and record it in :attr:`saved_steps`.
+
+        Ctrl-C is held back while the file is written, so a save always completes; the interrupt is raised as
+        ``KeyboardInterrupt`` right after it."""
         path = self.out / "checkpoints" / name
         if self.context.is_main:
-            with atomic_path(path) as tmp:
-                torch.save(self.checkpoint_state(), tmp)
+            with interrupts_deferred():
+                with atomic_path(path) as tmp:
+                    torch.save(self.checkpoint_state(), tmp)
+                self.saved_steps[name] = self.step
         return path
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Restore everything :meth:`checkpoint_state` saved (weights, optimizers, step, RNG, best score)."""
+    def read_checkpoint(self, path: str | Path) -> dict[str, Any]:
+        """Read a checkpoint of this run's architecture without applying it.
+
+        Raises:
+            CheckpointError: the file is missing, truncated or corrupt.
+            TrainingError: not a training checkpoint, or another architecture.
+        """
         from triplanenet.io.checkpoints import safe_torch_load
 
         state = safe_torch_load(path)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise TrainingError(f"{path}: not a triplanenet training checkpoint (written by `triplanenet train`)")
-        saved_model = json.loads(state["model_config"])
+        try:
+            saved_model = json.loads(state["model_config"])
+        except (KeyError, TypeError, ValueError):
+            raise TrainingError(f"{path}: the checkpoint has no readable model_config; the file is corrupt") from None
         if saved_model != json.loads(json.dumps(self.model.config.to_dict())):
             raise TrainingError(f"{path}: the checkpoint's model architecture differs from this run's config")
+        return state
+
+    def resume_latest(self) -> Path | None:
+        """Resume from the newest checkpoint in ``<out>/checkpoints`` that reads back intact (``--resume auto``).
+
+        Candidates are the run's ``*.pt`` files, newest first (the order they were saved in); one that cannot be
+        read (e.g. ``last.pt`` truncated by a killed save) is logged and skipped for the next older one.
+
+        Returns:
+            The checkpoint resumed from, or None when the folder holds none.
+
+        Raises:
+            TrainingError: there are checkpoints but none of them is intact.
+        """
+        from triplanenet.errors import CheckpointError
+
+        folder = self.out / "checkpoints"
+        candidates = sorted(
+            (p for p in folder.glob("*.pt") if p.is_file() and not p.name.startswith(".")),
+            key=lambda p: (p.stat().st_mtime, p.name == "last.pt"),
+            reverse=True,
+        )
+        problems = []
+        for path in candidates:
+            try:
+                state = self.read_checkpoint(path)
+            except (CheckpointError, TrainingError) as exc:
+                problems.append(f"{path.name}: {exc}")
+                self.log(f"cannot resume from {path} ({exc}); trying the next newest checkpoint")
+                continue
+            self.apply_checkpoint(state)
+            if problems:
+                self.log(f"resuming from {path.name} instead, the newest intact checkpoint (step {self.step})")
+            return path
+        if problems:
+            raise TrainingError(
+                f"no intact checkpoint to resume from in {folder} ({'; '.join(problems)[:400]}); move the broken "
+                "files away to start a new run there"
+            )
+        return None
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore everything :meth:`checkpoint_state` saved (weights, optimizers, step, RNG, best score)."""
+        self.apply_checkpoint(self.read_checkpoint(path))
+
+    def apply_checkpoint(self, state: dict[str, Any]) -> None:
+        """Restore a state returned by :meth:`read_checkpoint`."""
         self.model.load_state_dict(state["state_dict"], strict=True)
         self.model.set_latent_avg(state["latent_avg"])
         self.psp_optimizer.load_state_dict(state["psp_optimizer"])
@@ -589,11 +652,18 @@ class Trainer:
         writer.add_image("train/input_psp_final_mirror", (grid.clamp(-1, 1) + 1) / 2, self.step)
 
     def fit(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
-        """Train from ``self.step`` to ``max_steps``. Ctrl-C saves ``last.pt`` and re-raises KeyboardInterrupt."""
+        """Train from ``self.step`` to ``max_steps``. Ctrl-C saves ``last.pt`` and re-raises KeyboardInterrupt.
+
+        A further Ctrl-C during that save does not cut it short (it stops the run once the file is complete);
+        :attr:`saved_steps` tells whether ``last.pt`` holds the step reached. Partial checkpoint files that a
+        killed earlier run left behind are deleted first."""
         cfg = self.config
         if self.context.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text_atomic(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+            stale = remove_stale_temporaries(self.out / "checkpoints")
+            if stale:
+                self.log(f"removed {len(stale)} partial checkpoint file(s) left by an interrupted save")
         sampler = StepBatchSampler(
             len(self.train_set),
             self.schedule,
@@ -633,7 +703,10 @@ class Trainer:
                     self.save_checkpoint(f"step_{self.step:08d}.pt")
                     self.save_checkpoint("last.pt")
         except KeyboardInterrupt:
-            self.save_checkpoint("last.pt")
+            # A second Ctrl-C while saving is deferred until the file is complete, then ends the run; one that
+            # lands before the save began leaves saved_steps["last.pt"] behind self.step (the CLI reports that).
+            with contextlib.suppress(KeyboardInterrupt):
+                self.save_checkpoint("last.pt")
             raise
         finally:
             if self.writer is not None:
