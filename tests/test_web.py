@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
+import struct
+import threading
+import time
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -161,3 +167,99 @@ def test_serve_command_checks_its_options() -> None:
     result = CliRunner().invoke(app, ["serve", "--port", "70000"])
     assert result.exit_code == 1 and "--port must be 1-65535" in result.output
     assert "serve" in CliRunner().invoke(app, ["--help"]).output
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Reliability (issue 21): bounded bodies, header-only pixel checks, model work off the event loop, no API docs
+
+
+def test_openapi_and_docs_pages_are_hidden(client: TestClient) -> None:
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert client.get(path).status_code == 404, path
+
+
+def test_oversized_streamed_body_is_refused_before_it_is_read_whole(client: TestClient) -> None:
+    """Drive the app at the ASGI level with a chunked body (no Content-Length) of 64 x 16 KiB: the 413 comes after
+    about the limit (200 KB + multipart allowance), not after the whole 1 MiB."""
+    pulled: list[int] = []
+    sent: list[dict] = []
+
+    head = b'--x\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\nContent-Type: image/png\r\n\r\n'
+
+    async def receive() -> dict:
+        pulled.append(1)
+        body = head if len(pulled) == 1 else b"\0" * 16_384
+        return {"type": "http.request", "body": body, "more_body": len(pulled) < 64}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/invert",
+        "raw_path": b"/api/invert",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"multipart/form-data; boundary=x"), (b"transfer-encoding", b"chunked")],
+        "client": ("test", 1),
+        "server": ("test", 80),
+        "state": {},
+    }
+    asyncio.run(client.app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 413 and "larger than" in json.loads(body)["error"]
+    assert len(pulled) <= (200_000 + 64 * 1024) // 16_384 + 2 < 64
+
+
+def test_content_length_over_the_limit_is_refused_up_front(client: TestClient) -> None:
+    response = client.post("/api/invert", content=b"\0" * 400_000, headers={"content-type": "application/octet-stream"})
+    assert "larger than" in _error(response, 413)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def test_png_header_with_too_many_pixels_is_a_400(client: TestClient) -> None:
+    for side in (100_000, 20_000, 5_000):  # beyond PIL's bomb limit, above it, and only over our side limit
+        response = client.post("/api/invert", files={"file": ("x.png", _png_header(side, side), "image/png")})
+        message = _error(response, 400)
+        assert "px per side" in message, message
+
+
+def test_info_answers_while_an_inversion_holds_the_model(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from triplanenet.inverters.encoder import TriPlaneNetInverter
+
+    original = TriPlaneNetInverter.invert_and_render
+    started = threading.Event()
+
+    def slow(self, *args, **kwargs):
+        started.set()
+        time.sleep(1.0)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TriPlaneNetInverter, "invert_and_render", slow)
+    with TestClient(client.app) as shared:  # one event loop for both requests
+        results: list[int] = []
+        worker = threading.Thread(
+            target=lambda: results.append(shared.post("/api/invert", data={"example": "head0"}).status_code)
+        )
+        worker.start()
+        assert started.wait(10)
+        begin = time.perf_counter()
+        info = shared.get("/api/info")
+        took = time.perf_counter() - begin
+        worker.join(30)
+    assert info.status_code == 200 and results == [200]
+    assert took < 0.5, f"/api/info waited {took:.2f} s for the inversion"

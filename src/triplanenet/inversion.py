@@ -30,6 +30,7 @@ import torch
 from triplanenet.eg3d.camera import novel_view_labels, validate_label
 from triplanenet.eg3d.generator import SynthesisOutput, TriPlaneGenerator
 from triplanenet.errors import CheckpointError, InputImageError
+from triplanenet.io.checkpoints import check_tensor_values
 from triplanenet.io.mesh import Mesh
 from triplanenet.io.safetensors_files import read_safetensors, write_safetensors
 from triplanenet.io.video import write_mp4
@@ -188,19 +189,13 @@ class Inversion:
         if "ws" not in tensors or "camera" not in tensors:
             raise CheckpointError(f"{file}: the inversion file has no ws/camera tensors; write it with Inversion.save")
         device = next(generator.parameters()).device
-        ws = tensors["ws"].to(device)
         config = generator.config
-        if ws.shape[1:] != (config.num_ws, config.w_dim):
-            raise CheckpointError(
-                f"{file}: codes have shape {tuple(ws.shape[1:])} but this generator uses "
-                f"({config.num_ws}, {config.w_dim}); load it with the generator it was inverted with"
-            )
+        ws = _checked_tensor(file, "ws", tensors["ws"], (1, config.num_ws, config.w_dim)).to(device)
+        camera = _checked_tensor(file, "camera", tensors["camera"], (1, 25))
         offsets = tensors.get("offsets")
-        expected = (config.backbone_channels, config.backbone_resolution, config.backbone_resolution)
-        if offsets is not None and offsets.shape[1:] != expected:
-            raise CheckpointError(
-                f"{file}: tri-plane offsets {tuple(offsets.shape[1:])} do not fit this generator {expected}"
-            )
+        if offsets is not None:
+            side = config.backbone_resolution
+            offsets = _checked_tensor(file, "offsets", offsets, (1, config.backbone_channels, side, side))
         tuned = {key[len(TUNED_PREFIX) :]: value for key, value in tensors.items() if key.startswith(TUNED_PREFIX)}
         bound, base = generator, None
         if tuned or "base_generator_sha256" in metadata:
@@ -212,12 +207,34 @@ class Inversion:
         return cls(
             generator=bound,
             ws=ws,
-            camera=tensors["camera"].to(device),
+            camera=camera.to(device),
             offsets=None if offsets is None else offsets.to(device),
             method=metadata.get("method", "unknown"),
             base_generator=base,
             history=history,
         )
+
+
+def _checked_tensor(file: Path, name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``tensor`` as float32 if it is a finite float tensor of ``shape``; else a one-line error naming the file and
+    the field.
+
+    Raises:
+        CheckpointError: wrong dtype (integer, bool, complex), wrong shape (batch, count, width), NaN or inf.
+    """
+    if not tensor.is_floating_point():
+        raise CheckpointError(
+            f"{file}: {name} has dtype {tensor.dtype}, expected float32; the file is damaged or not an inversion "
+            "written by triplanenet invert"
+        )
+    if tuple(tensor.shape) != shape:
+        raise CheckpointError(
+            f"{file}: {name} has shape {tuple(tensor.shape)} but this generator needs {shape}; load it with the "
+            "generator it was inverted with (one inversion per file)"
+        )
+    if not bool(torch.isfinite(tensor).all()):
+        raise CheckpointError(f"{file}: {name} holds NaN or inf values; the file is damaged, invert the image again")
+    return tensor.float()
 
 
 def _rebuild_tuned(
@@ -237,6 +254,7 @@ def _rebuild_tuned(
                 f"{file}: fine-tuned tensor {key!r} does not fit the generator; load it with the generator it was "
                 "inverted with"
             )
+    check_tensor_values({key: state[key] for key in tuned}, tuned, str(file))
     with torch.no_grad():
         for key, value in tuned.items():
             state[key].copy_(value.to(state[key]))

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from triplanenet import limits
 from triplanenet.eg3d.camera import mirror_label
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import SynthesisOutput, TriPlaneGenerator
@@ -102,15 +103,24 @@ class TriPlaneNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TriPlaneNetConfig:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ConfigError: not a dict of the three parts, or a size of the wrong type or beyond
+                :mod:`triplanenet.limits` (checked before anything is allocated).
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"the TriPlaneNet config must be a JSON object, got {limits.shown(data)}")
         try:
             return cls(
                 generator=GeneratorConfig.from_dict(data["generator"]),
                 psp=_dataclass_from_dict(PSPEncoderConfig, data["psp"]),
                 triplane=_dataclass_from_dict(TriPlaneEncoderConfig, _upgrade_triplane_dict(data["triplane"])),
             )
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"invalid TriPlaneNet config: {exc}") from None
+        except ConfigError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"invalid TriPlaneNet config: {limits.shown_error(exc)}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {

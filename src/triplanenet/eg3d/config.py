@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from triplanenet import limits
 from triplanenet.errors import ConfigError
 
 NoiseMode = Literal["const", "random", "none"]
@@ -101,6 +102,17 @@ class RenderingConfig:
     """Training-only official keys we carry for round trips (``gpc_reg_prob``, ``density_reg``, ...)."""
 
     def __post_init__(self) -> None:
+        limits.config_int(self.depth_resolution, "depth_resolution", minimum=0, limit=limits.DEPTH_SAMPLES)
+        limits.config_int(
+            self.depth_resolution_importance, "depth_resolution_importance", minimum=0, limit=limits.DEPTH_SAMPLES
+        )
+        for name in ("ray_start", "ray_end", "box_warp", "density_noise", "c_scale", "decoder_lr_mul"):
+            limits.config_float(getattr(self, name), name)
+        limits.config_float(self.avg_camera_radius, "avg_camera_radius")
+        if not isinstance(self.avg_camera_pivot, tuple) or len(self.avg_camera_pivot) != 3:
+            raise ConfigError(f"avg_camera_pivot must be 3 numbers, got {self.avg_camera_pivot!r:.60}; fix the config")
+        for value in self.avg_camera_pivot:
+            limits.config_float(value, "avg_camera_pivot")
         if self.clamp_mode != "softplus":
             raise ConfigError(f"clamp_mode must be 'softplus' (the only mode EG3D supports), got {self.clamp_mode!r}")
         if self.depth_resolution < 2:
@@ -168,14 +180,53 @@ class GeneratorConfig:
     """Official class path of the super-resolution module (kept for round trips)."""
 
     def __post_init__(self) -> None:
-        for name in ("img_resolution", "backbone_resolution", "neural_rendering_resolution"):
-            value = getattr(self, name)
-            if value < 4 or value & (value - 1):
-                raise ConfigError(f"{name} must be a power of two >= 4, got {value}")
+        self._check_sizes()
         if self.img_resolution < 4 * 4:
             raise ConfigError(f"img_resolution must be at least 16, got {self.img_resolution}")
         if self.sr_scale not in (2, 4):
             raise ConfigError(f"sr_scale must be 2 or 4, got {self.sr_scale}")
+
+    def _check_sizes(self) -> None:
+        """Every size is a plain integer within :mod:`triplanenet.limits`, and the estimated parameter count fits,
+        so a config read from a file cannot make the model allocate more than the machine has."""
+        width, depth = limits.MODEL_WIDTH, limits.MODEL_DEPTH
+        for name in ("img_resolution", "backbone_resolution", "neural_rendering_resolution"):
+            limits.config_power_of_two(getattr(self, name), name, 4)
+        for name in ("z_dim", "w_dim", "img_channels", "triplane_channels", "channel_max", "decoder_hidden_dim"):
+            limits.config_int(getattr(self, name), name, limit=width)
+        limits.config_int(self.c_dim, "c_dim", minimum=0, limit=width)
+        limits.config_int(self.mapping_layers, "mapping_layers", limit=depth)
+        limits.config_int(self.num_fp16_res, "num_fp16_res", minimum=0, limit=depth)
+        limits.config_int(self.sr_num_fp16_res, "sr_num_fp16_res", minimum=0, limit=depth)
+        limits.config_int(self.sr_scale, "sr_scale")
+        base_limit = limits.Limit(
+            f"(= {limits.MODEL_WIDTH.env} x {limits.MODEL_RESOLUTION.env})",
+            limits.MODEL_WIDTH.env,
+            width.value() * limits.MODEL_RESOLUTION.value(),
+        )
+        limits.config_int(self.channel_base, "channel_base", limit=base_limit)
+        if not isinstance(self.sr_channels, tuple) or len(self.sr_channels) != 2:
+            raise ConfigError(f"sr_channels must be 2 integers, got {self.sr_channels!r:.60}; fix the config")
+        for value in self.sr_channels:
+            limits.config_int(value, "sr_channels", limit=width)
+        if self.conv_clamp is not None and limits.config_float(self.conv_clamp, "conv_clamp") <= 0:
+            raise ConfigError(f"conv_clamp must be positive or null, got {self.conv_clamp}; fix the config")
+        limits.MODEL_PARAMETERS.check(self.parameter_estimate(), "the generator config's parameter count")
+
+    def parameter_estimate(self) -> int:
+        """About how many parameters the generator has (the mapping, backbone and decoder weights; the fixed-width
+        super-resolution blocks add a few million). Only used to refuse absurd configs before allocating."""
+        w = self.w_dim
+        total = (self.z_dim + self.c_dim) * w + self.mapping_layers * w * w
+        res, previous = 4, self.channels_at(4)
+        while res <= self.backbone_resolution:
+            ch = self.channels_at(res)
+            total += 9 * previous * ch + 9 * ch * ch + 3 * w * ch + ch * self.backbone_channels
+            previous, res = ch, res * 2
+        hidden = self.decoder_hidden_dim
+        total += self.triplane_channels * hidden + hidden * (1 + 32)
+        total += 9 * sum(c * c for c in self.sr_channels) * 2 + 3 * w * sum(self.sr_channels)
+        return total
 
     # ----------------------------------------------------------------------------------------------------------------
     @property
@@ -298,8 +349,20 @@ class GeneratorConfig:
         as TriPlaneNet renders; 64 for ``shapenetcars128-64``).
 
         Raises:
-            ConfigError: the kwargs describe an architecture this implementation does not support.
+            ConfigError: the kwargs describe an architecture this implementation does not support, or a value of
+                the wrong type or beyond :mod:`triplanenet.limits` (checked before anything is allocated).
         """
+        try:
+            return cls._from_official_kwargs(init_kwargs, neural_rendering_resolution)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"invalid EG3D init_kwargs: {limits.shown_error(exc)}") from None
+
+    @classmethod
+    def _from_official_kwargs(
+        cls, init_kwargs: dict[str, Any], neural_rendering_resolution: int | None
+    ) -> GeneratorConfig:
         kw = dict(init_kwargs)
         rk = dict(kw.get("rendering_kwargs") or {})
         sr_module = str(rk.get("superresolution_module", OFFICIAL_SR_MODULE))
@@ -309,13 +372,13 @@ class GeneratorConfig:
                 f"unsupported super-resolution module {sr_module!r}; implemented: "
                 f"{', '.join(SR_MODULES)} (every official EG3D release)"
             )
-        img_resolution = int(kw.get("img_resolution", 512))
+        img_resolution = limits.config_power_of_two(kw.get("img_resolution", 512), "img_resolution", 4)
         if img_resolution != spec.img_resolution:
             raise ConfigError(
                 f"{sr_module.rsplit('.', 1)[-1]} makes {spec.img_resolution}² images but img_resolution is "
                 f"{img_resolution}; the init_kwargs are inconsistent"
             )
-        img_channels = int(kw.get("img_channels", 3))
+        img_channels = limits.config_int(kw.get("img_channels", 3), "img_channels")
         if img_channels != 3:
             raise ConfigError(f"img_channels must be 3, got {img_channels}")
         mapping_kwargs = dict(kw.get("mapping_kwargs") or {})
@@ -335,25 +398,27 @@ class GeneratorConfig:
         try:
             rendering = RenderingConfig(**rendering_values, extra=extra)
             return cls(
-                z_dim=int(kw.get("z_dim", 512)),
-                c_dim=int(kw.get("c_dim", 25)),
-                w_dim=int(kw.get("w_dim", 512)),
+                z_dim=kw.get("z_dim", 512),
+                c_dim=kw.get("c_dim", 25),
+                w_dim=kw.get("w_dim", 512),
                 img_resolution=img_resolution,
                 img_channels=img_channels,
-                mapping_layers=int(mapping_kwargs.get("num_layers", 8)),
-                channel_base=int(kw.get("channel_base", 32768)),
-                channel_max=int(kw.get("channel_max", 512)),
-                num_fp16_res=int(kw.get("num_fp16_res", 4)),
+                mapping_layers=mapping_kwargs.get("num_layers", 8),
+                channel_base=kw.get("channel_base", 32768),
+                channel_max=kw.get("channel_max", 512),
+                num_fp16_res=kw.get("num_fp16_res", 4),
                 conv_clamp=kw.get("conv_clamp"),
-                sr_num_fp16_res=int(kw.get("sr_num_fp16_res", 0)),
+                sr_num_fp16_res=kw.get("sr_num_fp16_res", 0),
                 sr_channels=spec.channels,
                 sr_scale=spec.scale,
                 neural_rendering_resolution=int(neural_rendering_resolution or spec.img_resolution // spec.scale),
                 rendering=rendering,
                 sr_module=sr_module,
             )
+        except ConfigError:
+            raise
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid EG3D init_kwargs: {exc}") from None
+            raise ConfigError(f"invalid EG3D init_kwargs: {limits.shown_error(exc)}") from None
 
     def to_official_kwargs(self) -> dict[str, Any]:
         """The ``init_kwargs`` dict EG3D's ``TriPlaneGenerator`` would take (plain types only)."""
@@ -403,6 +468,8 @@ class GeneratorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"the generator config must be a JSON object, got {limits.shown(data)}")
         try:
             values = dict(data)
             rendering = dict(values.pop("rendering", {}))
@@ -411,8 +478,10 @@ class GeneratorConfig:
             if "sr_channels" in values:
                 values["sr_channels"] = tuple(values["sr_channels"])
             return cls(**values, rendering=RenderingConfig(**rendering))
-        except TypeError as exc:
-            raise ConfigError(f"invalid generator config: {exc}") from None
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"invalid generator config: {limits.shown_error(exc)}") from None
 
 
 OFFICIAL_RELEASES: dict[str, Any] = {

@@ -17,6 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from triplanenet import limits
 from triplanenet.errors import ConfigError
 
 IRMode = Literal["ir_se", "ir"]
@@ -35,9 +36,13 @@ def _is_power_of_two(n: int) -> bool:
     return n > 0 and (n & (n - 1)) == 0
 
 
-def _check_positive(name: str, values: tuple[int, ...]) -> None:
-    if any(int(v) <= 0 for v in values):
-        raise ConfigError(f"{name} must contain only positive integers, got {values}; fix the config")
+def _check_positive(name: str, values: tuple[int, ...], limit: limits.Limit = limits.MODEL_WIDTH) -> None:
+    """Each value a positive plain integer within ``limit`` (a config read from a file is checked before any tensor
+    is allocated)."""
+    if not isinstance(values, tuple):
+        raise ConfigError(f"{name} must be a list of integers, got {limits.shown(values)}; fix the config")
+    for value in values:
+        limits.config_int(value, name, limit=limit)
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,14 @@ class IRSEConfig:
                 f"IRSEConfig needs exactly 4 stages, got units={self.units} channels={self.channels}; "
                 "give 4 values for each"
             )
-        _check_positive("IRSEConfig.units", tuple(self.units))
-        _check_positive("IRSEConfig.channels", tuple(self.channels))
+        _check_positive("IRSEConfig.units", self.units, limits.MODEL_DEPTH)
+        _check_positive("IRSEConfig.channels", self.channels)
+        limits.config_int(self.se_reduction, "IRSEConfig.se_reduction", minimum=0, limit=limits.MODEL_WIDTH)
+        limits.config_int(self.input_channels, "IRSEConfig.input_channels", minimum=0, limit=limits.MODEL_WIDTH)
+        limits.MODEL_PARAMETERS.check(
+            sum(2 * 9 * n * c * c for n, c in zip(self.units, self.channels, strict=True)),
+            "the IR-SE body's parameter count",
+        )
         if self.mode not in ("ir_se", "ir"):
             raise ConfigError(f"IRSEConfig.mode must be 'ir_se' or 'ir', got {self.mode!r}")
         if self.input_channels <= 0:
@@ -141,6 +152,8 @@ class IRSEBackboneConfig:
     """Whether the last BatchNorm1d has weight/bias (True: ArcFace IR-SE-50, False: CurricularFace IR-101)."""
 
     def __post_init__(self) -> None:
+        limits.config_int(self.input_size, "IRSEBackboneConfig.input_size", minimum=0, limit=limits.MODEL_RESOLUTION)
+        limits.config_int(self.embedding_dim, "IRSEBackboneConfig.embedding_dim", minimum=0, limit=limits.MODEL_WIDTH)
         if self.input_size <= 0 or self.input_size % 16 != 0:
             raise ConfigError(f"IRSEBackboneConfig.input_size must be a positive multiple of 16, got {self.input_size}")
         if self.embedding_dim <= 0:
@@ -199,6 +212,11 @@ class PSPEncoderConfig:
     """Side of the square input image; the style heads are sized for it."""
 
     def __post_init__(self) -> None:
+        limits.config_int(self.n_styles, "PSPEncoderConfig.n_styles", minimum=0, limit=limits.MODEL_DEPTH)
+        limits.config_int(self.w_dim, "PSPEncoderConfig.w_dim", minimum=0, limit=limits.MODEL_WIDTH)
+        limits.config_int(self.coarse_ind, "PSPEncoderConfig.coarse_ind", minimum=0, limit=limits.MODEL_DEPTH)
+        limits.config_int(self.middle_ind, "PSPEncoderConfig.middle_ind", minimum=0, limit=limits.MODEL_DEPTH)
+        limits.config_int(self.input_resolution, "PSPEncoderConfig.input_resolution", limit=limits.MODEL_RESOLUTION)
         if self.n_styles <= 0 or self.w_dim <= 0:
             raise ConfigError(
                 f"PSPEncoderConfig: n_styles and w_dim must be positive, got {self.n_styles}, {self.w_dim}"
@@ -285,7 +303,12 @@ class TriPlaneEncoderConfig:
             raise ConfigError(
                 f"TriPlaneEncoderConfig.decoder_channels needs 4 values (up1..up4), got {self.decoder_channels}"
             )
-        _check_positive("TriPlaneEncoderConfig.decoder_channels", tuple(self.decoder_channels))
+        _check_positive("TriPlaneEncoderConfig.decoder_channels", self.decoder_channels)
+        for name in ("head_channels", "out_channels", "plane_channels"):
+            limits.config_int(getattr(self, name), f"TriPlaneEncoderConfig.{name}", minimum=0, limit=limits.MODEL_WIDTH)
+        limits.config_int(
+            self.input_resolution, "TriPlaneEncoderConfig.input_resolution", limit=limits.MODEL_RESOLUTION
+        )
         if min(self.head_channels, self.out_channels, self.plane_channels) <= 0:
             raise ConfigError("TriPlaneEncoderConfig: head_channels, out_channels and plane_channels must be positive")
         if self.upsampling == "pixelshuffle":

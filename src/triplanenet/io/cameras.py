@@ -99,6 +99,10 @@ def _load_json(path: Path) -> Any:
         ) from None
     except _DuplicateKey as exc:
         raise CameraError(f"{path} has the key {exc.key!r} twice; keep one entry per name") from None
+    except RecursionError:
+        raise CameraError(f"{path} nests lists or objects too deeply to be a camera file; fix the file") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise CameraError(f"{path} is not a usable JSON file ({str(exc)[:80]}); fix the file") from None
 
 
 def _normalise_name(name: str) -> str:
@@ -124,13 +128,16 @@ def _flat_numbers(value: Any, count: int, what: str) -> list[float]:
     for i, v in enumerate(value):
         if not _is_number(v):
             raise CameraError(f"{what}[{i}] is {json.dumps(v)[:40]}, expected a number")
-    return [float(v) for v in value]
+    try:
+        return [float(v) for v in value]
+    except OverflowError:
+        raise CameraError(f"{what} holds an integer too large for a number; fix the file") from None
 
 
 def _matrix(value: Any, rows: int, cols: int, what: str) -> np.ndarray:
     """A JSON rows×cols matrix (nested lists; a flat list of rows·cols numbers is accepted too)."""
     if isinstance(value, list) and len(value) == rows * cols and all(_is_number(v) for v in value):
-        return np.asarray(value, dtype=np.float64).reshape(rows, cols)
+        return np.asarray(_flat_numbers(value, rows * cols, what), dtype=np.float64).reshape(rows, cols)
     if not isinstance(value, list) or len(value) != rows:
         got = f"{len(value)} rows" if isinstance(value, list) else type(value).__name__
         raise CameraError(f"{what} must be a {rows}×{cols} matrix (list of {rows} rows), got {got}")
@@ -397,6 +404,15 @@ def lookup_camera(
     )
 
 
+def camera_file_present(path: Path) -> bool:
+    """Whether ``path`` is there at all: a file, but also a directory or a (broken or looping) link, which
+    :func:`camera_for_image` reports instead of silently looking elsewhere."""
+    try:
+        return path.is_symlink() or path.exists()
+    except OSError:
+        return True
+
+
 def default_camera_files(image_path: str | os.PathLike[str]) -> tuple[Path, Path, Path, Path, Path]:
     """Where :func:`camera_for_image` looks without a camera file, in order: ``<image>.json``, ``<image stem>.json``,
     ``dataset.json`` in the image's folder, then in its parent, ``cameras.json`` in the image's folder."""
@@ -422,6 +438,17 @@ def camera_for_image(
     ``dataset.json`` in the image's folder or its parent, ``cameras.json`` in the image's folder.
     """
     image = Path(image_path)
+    try:
+        return _camera_for_image(image, camera_file, root)
+    except CameraError:
+        raise
+    except (RecursionError, ValueError, OverflowError, TypeError) as exc:
+        raise CameraError(f"cannot read the camera of {image.name}: {str(exc)[:100]}; fix its camera file") from None
+
+
+def _camera_for_image(
+    image: Path, camera_file: str | os.PathLike[str] | None, root: str | os.PathLike[str] | None
+) -> torch.Tensor:
     if camera_file is not None:
         path = Path(camera_file)
         table, single = _read_any(path)
@@ -430,13 +457,13 @@ def camera_for_image(
         return lookup_camera(table, image, root=root if root is not None else path.parent, source=str(path))
     sidecar, stem_sidecar, dataset_here, dataset_above, itw = default_camera_files(image)
     for side in (sidecar, stem_sidecar):
-        if side.is_file():
+        if camera_file_present(side):
             return read_label_json(side)
     for table_path in (dataset_here, dataset_above):
-        if table_path.is_file():
+        if camera_file_present(table_path):
             table = read_dataset_json(table_path)
             return lookup_camera(table, image, root=table_path.parent, source=str(table_path))
-    if itw.is_file():
+    if camera_file_present(itw):
         return lookup_camera(read_cameras_json(itw), image, root=image.parent, source=str(itw))
     raise CameraError(
         f"no camera found for {image}: put an EG3D dataset.json next to it (see the in-the-wild "

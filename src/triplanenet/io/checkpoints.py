@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import torch
 
+from triplanenet import limits
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.errors import CheckpointError, ConfigError
 from triplanenet.io import safe_pickle
@@ -456,10 +457,12 @@ def _read_safetensors(file: Path) -> RawGenerator:
         )
     try:
         config = GeneratorConfig.from_dict(json.loads(metadata["config"]))
-    except (KeyError, json.JSONDecodeError, TypeError) as exc:
-        raise CheckpointError(f"{file}: the generator config in the metadata is missing or invalid ({exc})") from None
     except ConfigError as exc:
         raise ConfigError(f"{file}: {exc}") from None
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:  # ValueError: JSON, 4300-digit integers
+        raise CheckpointError(
+            f"{file}: the generator config in the metadata is missing or invalid ({limits.shown_error(exc)})"
+        ) from None
     latent_avg = tensors.pop(LATENT_AVG_KEY, None)
     state_dict, dropped = _split_generator_keys(tensors)
     return RawGenerator(
@@ -563,6 +566,7 @@ def check_state_dict(
         if k in found and tuple(found[k].shape) != tuple(v.shape)
     ]
     if not (missing or unexpected or mismatched):
+        check_tensor_values(expected, found, source)
         return
     parts = []
     for label, items in (
@@ -574,6 +578,33 @@ def check_state_dict(
             shown = ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
             parts.append(f"{len(items)} {label}: {shown}")
     raise CheckpointError(f"{source}: the weights do not fit {what} ({'; '.join(parts)}); {advice}")
+
+
+def check_tensor_values(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights whose values cannot be the model's: an integer, bool or complex tensor where the model has a
+    float one, or NaN/inf values. Float16/bfloat16/float64 weights are accepted: loading converts them to the
+    model's float32 (the bundled default model is stored as float16 on purpose). Costs one pass over the weights
+    (about a second for 300 M values).
+
+    Raises:
+        CheckpointError: one line naming ``source`` and the first offending key.
+    """
+    for key, want in expected.items():
+        tensor = found[key]
+        if not want.is_floating_point():
+            continue
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            dtype = getattr(tensor, "dtype", type(tensor).__name__)
+            raise CheckpointError(
+                f"{source}: weight {safe_pickle.printable(key, 80)} has dtype {dtype}, expected {want.dtype}; the "
+                "file is damaged or not this model's weights"
+            )
+        if tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            kind = "only NaN/inf" if not bool(torch.isfinite(tensor).any()) else "NaN or inf"
+            raise CheckpointError(
+                f"{source}: weight {safe_pickle.printable(key, 80)} holds {kind} values; the file is damaged or "
+                "came from a diverged training run, use another checkpoint"
+            )
 
 
 def _normalise_latent_avg(file: Path, latent_avg: torch.Tensor, w_dim: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from triplanenet import limits
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
 from triplanenet.errors import CheckpointError, ConfigError
@@ -83,8 +84,8 @@ def _load_safetensors_model(file: Path) -> TriPlaneNet:
     )
     try:
         config = TriPlaneNetConfig.from_dict(json.loads(metadata["config"]))
-    except (KeyError, json.JSONDecodeError, ConfigError) as exc:
-        raise CheckpointError(f"{file}: invalid model config in the file ({exc})") from None
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:  # ValueError: ConfigError, bad JSON
+        raise CheckpointError(f"{file}: invalid model config in the file ({limits.shown_error(exc)})") from None
     latent_avg = tensors.pop("latent_avg", None)
     if latent_avg is None:
         raise CheckpointError(f"{file}: the model file has no latent_avg tensor")
@@ -159,8 +160,10 @@ def _load_training_checkpoint(file: Path, obj: dict) -> TriPlaneNet:
     try:
         config = TriPlaneNetConfig.from_dict(json.loads(obj["model_config"]))
         state, latent_avg = obj["state_dict"], obj["latent_avg"]
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{file}: incomplete training checkpoint ({exc})") from None
+    except ConfigError as exc:
+        raise CheckpointError(f"{file}: invalid model config in the checkpoint ({exc})") from None
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{file}: incomplete training checkpoint ({limits.shown_error(exc)})") from None
     model = TriPlaneNet(config)
     check_state_dict(model.state_dict(), state, source=str(file))
     model.load_state_dict(state, strict=True)

@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 
 from triplanenet.errors import CameraError, ConfigError, TriplaneNetError
-from triplanenet.io.cameras import default_camera_files
+from triplanenet.io.cameras import camera_file_present, default_camera_files
 from triplanenet.io.images import CorruptImageError, ImageTooLargeError, NotAnImageError, read_photo
 from triplanenet.preprocess import MIN_CONFIDENCE, PreprocessedFace
 from triplanenet.preprocess.align import align_face
@@ -185,7 +185,7 @@ def read_deep3d_mat(path: str | os.PathLike[str], camera: CameraMode = "official
 def has_camera_source(image_path: str | os.PathLike[str]) -> bool:
     """Whether :func:`~triplanenet.io.cameras.camera_for_image` would find a camera file for the image on its own
     (any of :func:`~triplanenet.io.cameras.default_camera_files` exists)."""
-    return any(path.is_file() for path in default_camera_files(image_path))
+    return any(camera_file_present(path) for path in default_camera_files(image_path))
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ import torch
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from triplanenet.errors import CheckpointError, InputImageError, TriplaneNetError
 
@@ -48,6 +50,74 @@ class WebError(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+MULTIPART_OVERHEAD = 64 * 1024
+"""Bytes a request body may have beyond the largest upload: the multipart boundaries and form fields."""
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 with a one-line JSON error, from the
+    ``Content-Length`` header before anything is read, or as soon as the streamed body passes the limit (chunked
+    uploads), so an oversized upload is never spooled whole."""
+
+    def __init__(self, app: ASGIApp, limit: int, message: str) -> None:
+        self.app = app
+        self.limit = limit
+        self.message = message
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None:
+            text = length.decode("latin-1").strip()
+            if not text.isdigit() or len(text) > 18:
+                await JSONResponse({"error": "bad Content-Length header"}, status_code=400)(scope, receive, send)
+                return
+            if int(text) > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded:  # the app's answer to the interrupted body (FastAPI: 400) is replaced by the 413
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _BodyTooLarge:
+            pass
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse({"error": self.message}, status_code=413, headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    """Raised inside the app's ``receive`` when the streamed body passes the limit."""
 
 
 class EditRequest(BaseModel):
@@ -96,6 +166,10 @@ def _decode_upload(data: bytes) -> torch.Tensor:
     try:
         with Image.open(io.BytesIO(data)) as handle:
             width, height = handle.size
+    except Image.DecompressionBombError:
+        raise InputImageError(
+            f"the image header declares too many pixels: use one between 16 and {MAX_IMAGE_SIDE} px per side"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise InputImageError("the upload is not a readable image: use a PNG or JPEG photo") from None
     if max(width, height) > MAX_IMAGE_SIDE or min(width, height) < 16:
@@ -167,7 +241,12 @@ def create_app(
                 name, _png(truth.image[index]), truth.image[index].clone(), cameras[index : index + 1]
             )
 
-    app = FastAPI(title="triplanenet demo", docs_url=None, redoc_url=None)
+    # No /openapi.json or docs pages: the demo's API is not a public one.
+    app = FastAPI(title="triplanenet demo", openapi_url=None, docs_url=None, redoc_url=None)
+    too_large = f"the upload is larger than {max_upload_bytes // (1024 * 1024)} MiB"
+    if max_upload_bytes < 1024 * 1024:
+        too_large = f"the upload is larger than {max_upload_bytes} bytes"
+    app.add_middleware(BodySizeLimit, limit=max_upload_bytes + MULTIPART_OVERHEAD, message=too_large)
     app.state.model = model
     app.state.sessions = sessions
 
@@ -252,9 +331,18 @@ def create_app(
                 raise WebError("send a photo in 'file'")
             data = await file.read(max_upload_bytes + 1)
             if len(data) > max_upload_bytes:
-                raise WebError(f"the upload is larger than {max_upload_bytes // (1024 * 1024)} MiB", status=413)
-            image = _decode_upload(data)
-            image, camera, how = prepare_upload(image, crop)
+                raise WebError(too_large, status=413)
+            image, camera, how = await run_in_threadpool(decode_and_prepare, data, crop)
+        # Model work runs in a worker thread, so the event loop (and /api/info) keeps answering meanwhile.
+        key = await run_in_threadpool(invert_locked, image, camera)
+        return {
+            "session": key,
+            "camera": how,
+            "render": f"/api/render?session={key}",
+            "directions": list(named),
+        }
+
+    def invert_locked(image: torch.Tensor, camera: torch.Tensor) -> str:
         with lock:
             # The forward pass already rendered the reconstruction at the input camera: keep it as the session's
             # first render (at batch 1 it is bit-identical to rendering the inversion again).
@@ -262,13 +350,12 @@ def create_app(
             inversion = batch.inversions[0]
             session = Session(inversion=inversion, image=image, current=inversion)
             session.renders[None] = _png(batch.image[0])
-            key = add_session(session)
-        return {
-            "session": key,
-            "camera": how,
-            "render": f"/api/render?session={key}",
-            "directions": list(named),
-        }
+            return add_session(session)
+
+    def decode_and_prepare(data: bytes, crop: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+        return prepare_upload(_decode_upload(data), crop)
+
+    app.state.invert_locked = invert_locked
 
     def prepare_upload(image: torch.Tensor, crop: str) -> tuple[torch.Tensor, torch.Tensor, str]:
         height, width = image.shape[-2:]
