@@ -31,6 +31,7 @@ if [ "$SMOKE" = 1 ]; then
     COMPILE_ARGS=(--preset tiny --batch-sizes 1 --repeats 2 --modes fp32,compile --workloads render)
     OPS_ARGS=(--batch-sizes 1 --repeats 1 --warmup 1 --depth-samples 8 --workloads inversion)
     SIDE_V2_ARGS=(--batch-sizes 1 --repeats 1 --warmup 1 --depth-samples 8 --workloads inversion)
+    SIDE_V2_LIMIT=240  # full-size encoders on 2 CPU cores: about 2 minutes
     CHUNK_ARGS=(--preset tiny --batch-sizes 1,2 --repeats 1 --workloads invert --modes fp32)
     CHUNKS=(4096 65536)
     CHUNK_LIMIT=30
@@ -43,6 +44,7 @@ else
     COMPILE_ARGS=(--preset ffhq --batch-sizes 1 --repeats 5 --workloads invert --modes fp32,compile,bf16+compile)
     OPS_ARGS=(--batch-sizes 1,8 --repeats 5 --warmup 2 --workloads synthesis,inversion)
     SIDE_V2_ARGS=(--batch-sizes 1,8 --repeats 3 --warmup 1 --workloads triplane_encoder,inversion)
+    SIDE_V2_LIMIT=40
     CHUNK_ARGS=(--preset ffhq --batch-sizes 1,32 --repeats 3 --workloads invert --modes fp32)
     CHUNKS=(262144 1048576 4194304 16777216)
     CHUNK_LIMIT=20
@@ -85,7 +87,7 @@ fi
 
 step "TriPlaneNet v2 side-by-side: official v2 forward vs ours (input + mirror/novel renders), reference ops"
 if [ -d $OFFICIAL ]; then
-    timeout 40 $PY benchmarks/official_side_by_side.py --version 2 --official $OFFICIAL --device $DEVICE \
+    timeout "$SIDE_V2_LIMIT" $PY benchmarks/official_side_by_side.py --version 2 --official $OFFICIAL --device $DEVICE \
         --official-ops ref "${SIDE_V2_ARGS[@]}" --out "$OUT/side_v2" > "$OUT/side_v2.log" 2>&1
     echo "exit $?"; cat "$OUT/side_v2/side_by_side.md" 2>/dev/null || tail -n 20 "$OUT/side_v2.log"
 fi
