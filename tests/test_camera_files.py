@@ -405,3 +405,11 @@ def test_read_camera_file_detects_formats(tmp_path: Path) -> None:
     single = _write(tmp_path / "a.png.json", {"label": _label()})
     assert list(read_camera_file(single)) == ["a.png"]
     _raises(_write(tmp_path / "odd.json", {"foo": 1}), read_camera_file, "not a known camera file")
+
+
+def test_camera_files_over_the_size_limit_are_refused_before_reading(tmp_path: Path, monkeypatch) -> None:
+    path = _write(tmp_path / "dataset.json", {"labels": [[f"{i}.png", _label()] for i in range(50)]})
+    assert read_dataset_json(path)
+    monkeypatch.setenv("TRIPLANENET_MAX_CAMERA_FILE_BYTES", "100")
+    message = _raises(path, read_dataset_json, "over the limit of 100")
+    assert "TRIPLANENET_MAX_CAMERA_FILE_BYTES" in message

@@ -138,3 +138,43 @@ def test_half_precision_weights_load_as_float32(generator_file: Path, tmp_path: 
         loaded = load_generator(half).state_dict()[key]
         assert loaded.dtype == torch.float32
         assert torch.equal(loaded, weight.to(dtype).float())
+
+
+def test_nan_latent_avg_is_refused_in_generator_and_model_files(model, generator, tmp_path: Path) -> None:
+    from triplanenet.io.model_checkpoints import load_triplanenet, save_triplanenet
+
+    good_generator = save_generator(generator, tmp_path / "g.safetensors", latent_avg=generator.w_avg.clone())
+    nan = torch.full_like(generator.w_avg, float("nan"))
+    bad_generator = _rewrite(good_generator, tmp_path / "g_nan.safetensors", latent_avg=nan)
+    with pytest.raises(CheckpointError, match=r"g_nan.safetensors: latent_avg holds NaN"):
+        load_generator(bad_generator)
+    model_file = tmp_path / "m.safetensors"
+    save_triplanenet(model, model_file)
+    latent = model.latent_avg.clone()
+    latent[3, 7] = float("inf")
+    with pytest.raises(CheckpointError, match=r"m_inf.safetensors: latent_avg holds NaN or infinite"):
+        load_triplanenet(_rewrite(model_file, tmp_path / "m_inf.safetensors", latent_avg=latent))
+    with pytest.raises(CheckpointError, match=r"latent_avg is torch.int64"):
+        load_triplanenet(_rewrite(model_file, tmp_path / "m_int.safetensors", latent_avg=latent.long()))
+
+
+def test_direction_bundles_are_checked_without_a_generator_too(tmp_path: Path) -> None:
+    import json
+
+    from triplanenet.editing.directions import Direction, load_directions, save_directions
+
+    good = tmp_path / "dirs.safetensors"
+    save_directions(good, {"pc0": Direction("pc0", torch.randn(64), layers=(0, 4), scale=2.0)})
+    assert load_directions(good)["pc0"].layers == (0, 4)
+    nan = _rewrite(good, tmp_path / "nan.safetensors", **{"direction.pc0": torch.full((64,), float("nan"))})
+    with pytest.raises(CheckpointError, match=r"nan.safetensors \[pc0\]: direction contains NaN"):
+        load_directions(nan)
+    with safe_open(str(good), "pt") as handle:
+        metadata = dict(handle.metadata())
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+    for entry in ({"layers": ["a", 2]}, {"layers": [0, 4], "scale": float("nan")}, {"scale": -1}):
+        metadata["directions"] = json.dumps({"pc0": entry})
+        bad = tmp_path / "entry.safetensors"
+        save_file(tensors, str(bad), metadata=metadata)
+        with pytest.raises(CheckpointError, match=r"\[pc0\]: malformed entry"):
+            load_directions(bad)

@@ -19,6 +19,8 @@ model resolution   ``TRIPLANENET_MAX_MODEL_RESOLUTION``  4 096        image / pl
 model depth        ``TRIPLANENET_MAX_MODEL_DEPTH``       256          layer and unit counts of a model config
 model parameters   ``TRIPLANENET_MAX_MODEL_PARAMETERS``  1e9          estimated from the config before building
                                                                       (official generator: about 33 M)
+camera file bytes  ``TRIPLANENET_MAX_CAMERA_FILE_BYTES`` 268 435 456  FFHQ's dataset.json (70 000 labels) is about
+                                                                      30 MB; parsing takes ~10x the file in memory
 =================  ====================================  ===========  =============================================
 """
 
@@ -71,6 +73,7 @@ IMAGE_PIXELS = Limit("pixels per image", "TRIPLANENET_MAX_IMAGE_PIXELS", 120_000
 SEEDS = Limit("seeds per run", "TRIPLANENET_MAX_SEEDS", 100_000)
 DEPTH_SAMPLES = Limit("samples per ray", "TRIPLANENET_MAX_DEPTH_SAMPLES", 512)
 MESH_RESOLUTION = Limit("grid points per side", "TRIPLANENET_MAX_MESH_RESOLUTION", 512)
+CAMERA_FILE_BYTES = Limit("bytes", "TRIPLANENET_MAX_CAMERA_FILE_BYTES", 256 * 2**20)
 
 
 MODEL_WIDTH = Limit("channels", "TRIPLANENET_MAX_MODEL_WIDTH", 8192)

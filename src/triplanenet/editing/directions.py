@@ -13,11 +13,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -202,18 +204,27 @@ def load_directions(
         if key not in tensors or not isinstance(entry, dict):
             raise CheckpointError(f"{file}: direction {name!r} is listed but missing; {fix}")
         vector = tensors[key]
-        if w_dim is not None:
-            vector = check_vector(vector, w_dim, num_ws, f"{file} [{name}]")
-        layers = entry.get("layers")
-        directions[name] = Direction(
-            name=name,
-            vector=vector.to(torch.float32),
-            layers=None if layers is None else (int(layers[0]), int(layers[1])),
-            scale=float(entry.get("scale", 1.0)),
-        )
+        # Without a generator to check against, the vector still has to be a finite float (w_dim,)/(n, w_dim) array.
+        width = w_dim if w_dim is not None else int(vector.shape[-1]) if vector.ndim else -1
+        vector = check_vector(vector, width, num_ws, f"{file} [{name}]")
+        directions[name] = Direction(name=name, vector=vector, **_entry_fields(entry, f"{file} [{name}]", fix))
     if not directions:
         raise CheckpointError(f"{file}: the direction bundle is empty; {fix}")
     return directions
+
+
+def _entry_fields(entry: dict[str, Any], what: str, fix: str) -> dict[str, Any]:
+    """``layers`` (two ints or None) and ``scale`` (a finite positive float) of a bundle entry, checked."""
+    layers, scale = entry.get("layers"), entry.get("scale", 1.0)
+    valid_layers = layers is None or (
+        isinstance(layers, list)
+        and len(layers) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1024 for v in layers)
+    )
+    valid_scale = isinstance(scale, int | float) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0
+    if not (valid_layers and valid_scale):
+        raise CheckpointError(f"{what}: malformed entry (layers {layers!r}, scale {scale!r}); {fix}")
+    return {"layers": None if layers is None else (layers[0], layers[1]), "scale": float(scale)}
 
 
 def resolve_direction(spec: str, w_dim: int, num_ws: int, bundle: Mapping[str, Direction] | None = None) -> Direction:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from triplanenet import limits
 from triplanenet.eg3d.camera import FFHQ_RADIUS, LABEL_DIM, find_label_problem
 from triplanenet.errors import CameraError
 from triplanenet.io.atomic import write_text_atomic
@@ -76,8 +77,15 @@ class _DuplicateKey(Exception):
 
 
 def _load_json(path: Path) -> Any:
-    """Parse a JSON file; every failure becomes a one-line CameraError naming the file."""
+    """Parse a JSON file; every failure becomes a one-line CameraError naming the file. Files over
+    :data:`~triplanenet.limits.CAMERA_FILE_BYTES` are refused before they are read."""
     try:
+        size = path.stat().st_size
+        if size > limits.CAMERA_FILE_BYTES.value():
+            raise CameraError(
+                f"camera file {path} is {size} bytes, over the limit of {limits.CAMERA_FILE_BYTES.value()}; set "
+                f"{limits.CAMERA_FILE_BYTES.env} to raise it"
+            )
         raw = path.read_bytes()
     except FileNotFoundError:
         raise CameraError(f"camera file {path} does not exist; check the path") from None

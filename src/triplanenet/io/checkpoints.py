@@ -607,12 +607,25 @@ def check_tensor_values(expected: dict[str, torch.Tensor], found: dict[str, torc
             )
 
 
+def checked_latent_avg(file: Path | str, latent_avg: object, shapes: tuple[tuple[int, ...], ...]) -> torch.Tensor:
+    """``latent_avg`` read from a file as float32, after checking it is a finite float tensor of one of ``shapes``.
+
+    Raises:
+        CheckpointError: another type, dtype or shape, or NaN/inf values (the message names the file).
+    """
+    allowed = " or ".join(str(shape) for shape in shapes)
+    if not isinstance(latent_avg, torch.Tensor) or not latent_avg.is_floating_point():
+        found = latent_avg.dtype if isinstance(latent_avg, torch.Tensor) else type(latent_avg).__name__
+        raise CheckpointError(f"{file}: latent_avg is {found}, expected a float tensor of shape {allowed}")
+    if tuple(latent_avg.shape) not in shapes:
+        raise CheckpointError(f"{file}: latent_avg has shape {tuple(latent_avg.shape)}, expected {allowed}")
+    if not torch.isfinite(latent_avg).all():
+        raise CheckpointError(f"{file}: latent_avg holds NaN or infinite values; the file is damaged")
+    return latent_avg.detach().to(torch.float32).clone()
+
+
 def _normalise_latent_avg(file: Path, latent_avg: torch.Tensor, w_dim: int) -> torch.Tensor:
-    if latent_avg.numel() != w_dim or latent_avg.dim() > 2:
-        raise CheckpointError(
-            f"{file}: latent_avg has shape {tuple(latent_avg.shape)}, expected ({w_dim},) or (1, {w_dim})"
-        )
-    return latent_avg.detach().reshape(w_dim).to(torch.float32).clone()
+    return checked_latent_avg(file, latent_avg, ((w_dim,), (1, w_dim))).reshape(w_dim)
 
 
 def _attach_latent_avg(generator: torch.nn.Module, latent_avg: torch.Tensor) -> None:

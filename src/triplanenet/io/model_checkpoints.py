@@ -24,7 +24,7 @@ from triplanenet import limits
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
 from triplanenet.errors import CheckpointError, ConfigError
-from triplanenet.io.checkpoints import check_state_dict, load_generator, safe_torch_load
+from triplanenet.io.checkpoints import check_state_dict, checked_latent_avg, load_generator, safe_torch_load
 from triplanenet.io.safetensors_files import read_safetensors, write_safetensors
 from triplanenet.io.sniff import sniff_format
 from triplanenet.model import TriPlaneNet, TriPlaneNetConfig
@@ -92,8 +92,14 @@ def _load_safetensors_model(file: Path) -> TriPlaneNet:
     model = TriPlaneNet(config)
     check_state_dict(model.state_dict(), tensors, source=str(file))
     model.load_state_dict(tensors, strict=True)
-    model.set_latent_avg(latent_avg)
+    model.set_latent_avg(_latent_avg_of(file, latent_avg, config))
     return model
+
+
+def _latent_avg_of(file: Path, latent_avg: object, config: TriPlaneNetConfig) -> torch.Tensor:
+    """A model file's ``latent_avg``, checked: a finite float (w_dim,) or (num_ws, w_dim) tensor."""
+    gen = config.generator
+    return checked_latent_avg(file, latent_avg, ((gen.w_dim,), (gen.num_ws, gen.w_dim)))
 
 
 def _load_official_model(
@@ -167,7 +173,7 @@ def _load_training_checkpoint(file: Path, obj: dict) -> TriPlaneNet:
     model = TriPlaneNet(config)
     check_state_dict(model.state_dict(), state, source=str(file))
     model.load_state_dict(state, strict=True)
-    model.set_latent_avg(latent_avg)
+    model.set_latent_avg(_latent_avg_of(file, latent_avg, config))
     return model
 
 
