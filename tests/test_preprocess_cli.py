@@ -283,3 +283,19 @@ def test_too_large_photo_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert [o.status for o in report.outcomes] == ["too_large"]
     assert "big.png" in report.outcomes[0].message and "downscale" in report.outcomes[0].message
     assert not (tmp_path / "out" / "dataset.json").exists()
+
+
+def test_conf_maps_skip_an_unreadable_image_and_go_on(tmp_path: Path) -> None:
+    from triplanenet.eg3d.camera import camera_label
+    from triplanenet.io.cameras import write_dataset_json
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
+    (tmp_path / "b.png").write_bytes(b"not a png at all")
+    label = camera_label(0.1, 0.0)[0].tolist()
+    write_dataset_json(tmp_path / "dataset.json", {f"{name}.png": label for name in ("a", "b", "c")})
+    result = _run("conf-maps", str(tmp_path), "--device", "cpu", "--batch-size", "2")
+    assert result.exit_code == 1, result.output
+    assert "skipped dataset image" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in (tmp_path / "conf_map").iterdir()) == ["a.npy", "c.npy"]

@@ -178,3 +178,10 @@ def test_direction_bundles_are_checked_without_a_generator_too(tmp_path: Path) -
         save_file(tensors, str(bad), metadata=metadata)
         with pytest.raises(CheckpointError, match=r"\[pc0\]: malformed entry"):
             load_directions(bad)
+
+
+def test_a_directory_given_as_a_model_is_named_as_such(tmp_path: Path) -> None:
+    from triplanenet.io.model_checkpoints import load_triplanenet
+
+    with pytest.raises(CheckpointError, match="is a directory; pass the checkpoint file inside it"):
+        load_triplanenet(tmp_path)

@@ -15,7 +15,7 @@ import torch
 import typer
 
 from triplanenet.cli.common import console, progress, resolve_device, user_errors
-from triplanenet.errors import ConfigError
+from triplanenet.errors import ConfigError, TriplaneNetError
 
 
 def load_sigma_net(path: Path | None, device: torch.device):
@@ -73,17 +73,32 @@ def conf_maps(
     net = load_sigma_net(sigma_net, torch_device)
     folder = dataset / CONF_MAP_DIR
     todo = [i for i, stem in enumerate(stems) if overwrite or not (folder / f"{stem}.npy").is_file()]
+    failed: list[str] = []
+    written = 0
     with progress() as bar:
         task = bar.add_task("conf maps", total=len(todo))
         for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            images = torch.stack([data[i]["image"] for i in chunk]).to(torch_device)
-            sigma = net.predict_sigma(images)
-            for i, s in zip(chunk, sigma, strict=True):
-                save_conf_map(folder / f"{stems[i]}.npy", s)
-            bar.advance(task, len(chunk))
+            chunk, images = [], []
+            for i in todo[start : start + batch_size]:
+                try:
+                    images.append(data[i]["image"])  # an unreadable image skips only itself
+                except TriplaneNetError as exc:
+                    failed.append(str(exc))  # names the file
+                    continue
+                chunk.append(i)
+            if chunk:
+                sigma = net.predict_sigma(torch.stack(images).to(torch_device))
+                for i, s in zip(chunk, sigma, strict=True):
+                    save_conf_map(folder / f"{stems[i]}.npy", s)
+                written += len(chunk)
+            bar.advance(task, len(todo[start : start + batch_size]))
     data.close()
+    for line in failed:
+        console.print(f"[red]skipped[/] {line}", highlight=False)
     console.print(
-        f"wrote {len(todo)} confidence map(s) to [bold]{folder}[/] ({len(stems) - len(todo)} already there)",
+        f"wrote {written} confidence map(s) to [bold]{folder}[/] ({len(stems) - len(todo)} already there"
+        f"{f', {len(failed)} image(s) unreadable' if failed else ''})",
         highlight=False,
     )
+    if failed:
+        raise typer.Exit(code=1)

@@ -60,6 +60,8 @@ def load_triplanenet(
     if generator is None:
         generator = default_generator_for(checkpoint)
     file = resolve_checkpoint(checkpoint, download=download)
+    if file.is_dir():
+        raise CheckpointError(f"{file}: is a directory; pass the checkpoint file inside it")
     if not file.is_file():
         raise CheckpointError(f"{file}: model checkpoint not found")
     if file.stat().st_size == 0:
