@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -232,3 +234,35 @@ needs_mtcnn = pytest.mark.skipif(
     not _mtcnn_available(), reason="MTCNN weights missing: pip install --no-deps facenet-pytorch==2.6.0"
 )
 """Skip marker for tests that run face detection (MTCNN weights come from the facenet-pytorch wheel)."""
+
+
+@pytest.fixture
+def fake_persistent(monkeypatch: pytest.MonkeyPatch) -> type:
+    """A class that pickles exactly like an NVIDIA persistent object (``_reconstruct_persistent_obj(meta)``)."""
+    package = ModuleType("torch_utils")
+    persistence = ModuleType("torch_utils.persistence")
+
+    def _reconstruct_persistent_obj(meta: dict[str, Any]) -> None:
+        raise AssertionError("only used as a pickle reference")
+
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
+    package.persistence = persistence  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch_utils", package)
+    monkeypatch.setitem(sys.modules, "torch_utils.persistence", persistence)
+
+    class FakePersistent:
+        def __init__(self, class_name: str, state: dict[str, Any], module_src: str = "") -> None:
+            self.meta = {
+                "type": "class",
+                "version": 6,
+                "module_src": module_src,
+                "class_name": class_name,
+                "state": state,
+            }
+
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (_reconstruct_persistent_obj, (self.meta,))
+
+    return FakePersistent

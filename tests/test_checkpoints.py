@@ -231,38 +231,6 @@ class _RunsEval:
         return (eval, (f"open({str(self.marker)!r}, 'w').close()",))
 
 
-@pytest.fixture
-def fake_persistent(monkeypatch: pytest.MonkeyPatch) -> type:
-    """A class that pickles exactly like an NVIDIA persistent object (``_reconstruct_persistent_obj(meta)``)."""
-    package = types.ModuleType("torch_utils")
-    persistence = types.ModuleType("torch_utils.persistence")
-
-    def _reconstruct_persistent_obj(meta: dict[str, Any]) -> None:
-        raise AssertionError("only used as a pickle reference")
-
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
-    package.persistence = persistence  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "torch_utils", package)
-    monkeypatch.setitem(sys.modules, "torch_utils.persistence", persistence)
-
-    class FakePersistent:
-        def __init__(self, class_name: str, state: dict[str, Any], module_src: str = "") -> None:
-            self.meta = {
-                "type": "class",
-                "version": 6,
-                "module_src": module_src,
-                "class_name": class_name,
-                "state": state,
-            }
-
-        def __reduce__(self) -> tuple[Any, ...]:
-            return (_reconstruct_persistent_obj, (self.meta,))
-
-    return FakePersistent
-
-
 def _module_state(**extra: Any) -> dict[str, Any]:
     return {"_parameters": {}, "_buffers": {}, "_modules": {}, "_non_persistent_buffers_set": set(), **extra}
 

@@ -211,40 +211,17 @@ def test_generate_renders_a_shapenet_pth(tmp_path: Path) -> None:
     assert json.loads((out / "summary.json").read_text())["seeds"] == [0]
 
 
-def test_shapenet_network_pickle_loads_through_the_safe_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shapenet_network_pickle_loads_through_the_safe_path(tmp_path: Path, fake_persistent: type) -> None:
     """An NVIDIA-style network pickle (``torch_utils.persistence`` objects, the 2X classes by name, the live
     ``rendering_kwargs``) of a small ShapeNet generator: read without executing anything, then rendered."""
     import pickle
-    import sys
-    import types
     from typing import Any
 
     from triplanenet.io.checkpoints import load_generator, read_generator_checkpoint
 
-    package = types.ModuleType("torch_utils")
-    persistence = types.ModuleType("torch_utils.persistence")
-
-    def _reconstruct_persistent_obj(meta: dict[str, Any]) -> None:
-        raise AssertionError("only used as a pickle reference")
-
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
-    package.persistence = persistence  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "torch_utils", package)
-    monkeypatch.setitem(sys.modules, "torch_utils.persistence", persistence)
-
-    class Persistent:
-        def __init__(self, class_name: str, state: dict[str, Any]) -> None:
-            self.meta = {"type": "class", "version": 6, "module_src": "raise SystemExit", "class_name": class_name}
-            self.meta["state"] = state
-
-        def __reduce__(self) -> tuple[Any, ...]:
-            return (_reconstruct_persistent_obj, (self.meta,))
-
     official_names = {"superresolution": "SuperresolutionHybrid2X", "superresolution.block0": "SynthesisBlockNoUp"}
 
-    def as_persistent(module: torch.nn.Module, prefix: str, extra: dict[str, Any] | None = None) -> Persistent:
+    def as_persistent(module: torch.nn.Module, prefix: str, extra: dict[str, Any] | None = None) -> Any:
         state = {
             "_parameters": dict(module._parameters),
             "_buffers": dict(module._buffers),
@@ -256,7 +233,7 @@ def test_shapenet_network_pickle_loads_through_the_safe_path(tmp_path: Path, mon
             },
             **(extra or {}),
         }
-        return Persistent(official_names.get(prefix, type(module).__name__), state)
+        return fake_persistent(official_names.get(prefix, type(module).__name__), state, "raise SystemExit")
 
     config = _small_shapenet_config()
     torch.manual_seed(1)
