@@ -33,6 +33,7 @@ def demo(
         f"in {result.seconds:.1f} s"
     )
     console.print(
-        "Your own photo (face found, aligned and posed automatically) with the official FFHQ weights: "
-        "triplanenet invert photo.jpg --checkpoint triplanenet_final.pth --generator ffhq512-128.pth --mesh --video"
+        "Your own photo (face found, aligned and posed automatically) with the official TriPlaneNet v2 weights: "
+        "triplanenet download triplanenet-v2 triplanenet-ffhq512-128-pth --accept-license, then "
+        "triplanenet invert photo.jpg --checkpoint triplanenet-v2 --mesh --video"
     )

@@ -234,7 +234,7 @@ def invert(
 ) -> None:
     """Invert face photos into EG3D with TriPlaneNet and write renders, novel views, depth, latents and meshes.
 
-    Example: triplanenet invert photos/ --cameras photos/dataset.json --checkpoint triplanenet_final.pth
+    Example: triplanenet invert photos/ --cameras photos/dataset.json --checkpoint triplanenet_v2_final.pth
     --generator ffhq512-128.pth --mesh --out results/
     """
     output_folder(out)

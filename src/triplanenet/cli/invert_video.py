@@ -56,7 +56,7 @@ def invert_video(
     where detection fails are interpolated from their neighbours. Without a model option the bundled default
     model (procedural heads, CPU-sized) is used.
 
-    Example: triplanenet invert-video clip.mp4 --out results/clip --checkpoint triplanenet_final.pth
+    Example: triplanenet invert-video clip.mp4 --out results/clip --checkpoint triplanenet_v2_final.pth
     --generator ffhq512-128.pth --yaw 0.5
     """
     output_folder(out)
