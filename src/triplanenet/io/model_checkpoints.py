@@ -110,6 +110,17 @@ def _load_official_model(
     obj = safe_torch_load(file)
     if isinstance(obj, dict) and obj.get("format") == TRAINING_CHECKPOINT_FORMAT:
         return _load_training_checkpoint(file, obj)
+    return triplanenet_from_official(obj, generator, file, download)
+
+
+def triplanenet_from_official(
+    obj: object,
+    generator: str | os.PathLike[str] | TriPlaneGenerator | None,
+    file: Path | str,
+    download: bool | None = None,
+) -> TriPlaneNet:
+    """A TriPlaneNet from the already-read contents of an official v1/v2 checkpoint (``{'state_dict', 'opts', …}``)
+    around ``generator`` (which supplies ``latent_avg``); ``file`` names the source in errors."""
     if generator is None:
         raise CheckpointError(
             f"{file}: official TriPlaneNet checkpoints do not contain latent_avg; pass the EG3D generator they were "

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import ConcatDataset, Dataset
@@ -35,15 +36,18 @@ def build_generator(config: TrainConfig, device: torch.device) -> TriPlaneGenera
     return generator
 
 
-def build_model(config: TrainConfig, generator: TriPlaneGenerator) -> TriPlaneNet:
+def build_model(
+    config: TrainConfig, generator: TriPlaneGenerator, official: dict[str, Any] | None = None
+) -> TriPlaneNet:
     """TriPlaneNet around ``generator``: from ``init_checkpoint``, else fresh encoders (IR-SE-50 init if given).
 
     ``init_checkpoint`` may be our model / training checkpoint (its own config) or an official TriPlaneNet file (v1 or
     v2, told from its keys; with ``model = tiny`` its weights must fit the tiny encoders). Its version must be
-    ``triplanenet_version``.
+    ``triplanenet_version``. ``official``: that file's contents when the caller has already read it
+    (:func:`~triplanenet.train.official.read_official_checkpoint`), so it is not read again.
     """
     if config.init_checkpoint:
-        model = _initial_model(config, generator)
+        model = _initial_model(config, generator, official)
         if model.version != config.triplanenet_version:
             raise ConfigError(
                 f"init_checkpoint {config.init_checkpoint} is a TriPlaneNet v{model.version} model but "
@@ -78,15 +82,18 @@ def _set_latent_avg(model: TriPlaneNet, generator: TriPlaneGenerator) -> None:
     model.set_latent_avg(latent_avg if latent_avg is not None else generator.w_avg)
 
 
-def _initial_model(config: TrainConfig, generator: TriPlaneGenerator) -> TriPlaneNet:
-    from triplanenet.io.model_checkpoints import load_triplanenet
+def _initial_model(config: TrainConfig, generator: TriPlaneGenerator, official: dict[str, Any] | None) -> TriPlaneNet:
+    from triplanenet.io.model_checkpoints import load_triplanenet, triplanenet_from_official
 
     path = str(config.init_checkpoint)
-    official = read_official_checkpoint(path) if config.model == "tiny" else None
+    if official is None:
+        official = read_official_checkpoint(path)
     if official is None:
         model = load_triplanenet(path, generator=generator)
         model.decoder = generator
         return model
+    if config.model != "tiny":
+        return triplanenet_from_official(official, generator, path)
     # The official file layout around the tiny encoders (tests and small experiments); the version from its keys.
     from triplanenet.io.checkpoints import check_state_dict
     from triplanenet.io.model_checkpoints import V2_HEAD_KEY
@@ -231,11 +238,13 @@ def build_trainer(
     """A ready :class:`Trainer` for ``config``; when ``init_checkpoint`` is an official file its optimizer states (and
     discriminator) are loaded too. Resuming (:meth:`Trainer.load_checkpoint`) replaces all of that."""
     generator = build_generator(config, device)
-    model = build_model(config, generator)
+    # An official init file is read once, for the weights and for its optimizer states (1.1 GB at full size).
+    official = read_official_checkpoint(config.init_checkpoint) if config.init_checkpoint else None
+    model = build_model(config, generator, official)
     train_set, val_set = build_datasets(config, model)
     criteria = build_criteria(config, device, log)
     critic = build_discriminator(config, model)
     trainer = Trainer(config, model, train_set, val_set, criteria, device, context, log=log, discriminator=critic)
-    if config.init_checkpoint:
-        trainer.load_official_state(config.init_checkpoint)
+    if official is not None:
+        trainer.load_official_state(official, str(config.init_checkpoint))
     return trainer

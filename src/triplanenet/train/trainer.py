@@ -46,7 +46,6 @@ from triplanenet.train.official import (
     RANGER_STATE,
     OfficialStateError,
     optimizer_state_for,
-    read_official_checkpoint,
 )
 from triplanenet.train.sampler import BatchSchedule, StepBatchSampler
 
@@ -572,18 +571,16 @@ class Trainer:
         if "poses" in state["rng"]:
             self.pose_rng.set_state(state["rng"]["poses"])
 
-    def load_official_state(self, path: str | Path) -> None:
-        """Fine-tuning from an official TriPlaneNet training file (see :mod:`triplanenet.train.official`): load its
-        Ranger states into the encoders' optimizers (learning rates stay this run's) and, with ``adversarial``, its
-        discriminator and that Adam state. Does nothing for other files. The run starts at step 0 of this schedule:
-        the file's ``step`` is logged, not resumed (the released models sit at their ``max_steps``).
+    def load_official_state(self, official: dict[str, Any], path: str | Path) -> None:
+        """Fine-tuning from an official TriPlaneNet training file (see :mod:`triplanenet.train.official`), given its
+        contents (:func:`~triplanenet.train.official.read_official_checkpoint`) and its path (for messages): load
+        its Ranger states into the encoders' optimizers (learning rates stay this run's) and, with ``adversarial``,
+        its discriminator and that Adam state. The run starts at step 0 of this schedule: the file's ``step`` is
+        logged, not resumed (the released models sit at their ``max_steps``).
 
         Raises:
             TrainingError: states that do not fit this run's modules or optimizers.
         """
-        official = read_official_checkpoint(path)
-        if official is None:
-            return
         weights = official["state_dict"]
         self.log(f"{path}: official checkpoint saved at step {official.get('step')}; fine-tuning starts at step 0")
         try:
