@@ -3,7 +3,7 @@
     python scripts/train_default_model.py all          # or one stage: world | generator | identity | encoder | export
 
 Stages:
-  world      render the procedural heads: 160 identities x 6 views (training) and 24 x 2 (held out), 128²
+  world      render the procedural heads: 480 identities x 4 views (training) and 24 x 2 (held out), 128²
   generator  fit the small EG3D generator to the training world (auto-decoder, see train/fit_generator.py)
   identity   train the identity network on the training identities (train/identity_net.py)
   encoder    train TriPlaneNet with `triplanenet train` (paper losses, learned σ-net, EG3D synthetic samples)
@@ -26,30 +26,34 @@ CACHE = ROOT / ".cache"
 ASSETS = ROOT / "src" / "triplanenet" / "assets" / "default"
 WORLD_TRAIN = CACHE / "world" / "train"
 WORLD_HELDOUT = CACHE / "world" / "heldout"
-GENERATOR = CACHE / "default" / "generator.safetensors"
-IDENTITY = ASSETS / "identity.safetensors"
+# Each finished stage's small output is committed here, so that a later stage can run on a fresh machine (the world
+# is re-rendered deterministically in a few minutes; the generator fit takes hours).
+STAGES_DIR = ROOT / "training" / "default_model"
+GENERATOR = STAGES_DIR / "generator.safetensors"
+IDENTITY = STAGES_DIR / "identity.safetensors"
+RECORD = STAGES_DIR / "record.json"
+GENERATOR_STATE = CACHE / "default" / "generator.state.pt"
 ENCODER_RUN = CACHE / "runs" / "default_encoder"
-RECORD = CACHE / "default" / "record.json"
 
 ENCODER_OVERRIDES = [
-    "model=tiny",
+    "model=compact",
     f"data={WORLD_TRAIN}",
     f"out={ENCODER_RUN}",
     f"generator={GENERATOR}",
     f"identity_network={IDENTITY}",
     "confidence=learned",
-    "synthetic_samples=320",
+    "synthetic_samples=960",
     "batch_size=4",
     "lr_psp=1e-3",
     "lr_triplane=1e-3",
-    "add_triplanenet=200",
-    "stop_psp=800",
-    "max_steps=1200",
-    "val_fraction=0.1",
-    "val_every=200",
-    "save_every=200",
-    "log_every=20",
-    "image_every=200",
+    "add_triplanenet=1000",
+    "stop_psp=4000",
+    "max_steps=8000",
+    "val_fraction=0.05",
+    "val_every=500",
+    "save_every=250",
+    "log_every=50",
+    "image_every=500",
 ]
 
 
@@ -69,32 +73,43 @@ def stage_world() -> None:
     from triplanenet.synth.dataset import build_synth_dataset
 
     start = time.perf_counter()
-    build_synth_dataset(WORLD_TRAIN, 160, 6, 128, seed=0)
+    build_synth_dataset(WORLD_TRAIN, 480, 4, 128, seed=0)
     build_synth_dataset(WORLD_HELDOUT, 24, 2, 128, seed=1)
+    if time.perf_counter() - start < 1.0:
+        print("the world was already rendered with these settings (kept; its record is the first render's)")
+        return
     _record(
         "world",
         {
-            "train": "160 identities x 6 views, seed 0",
+            "train": "480 identities x 4 views, seed 0",
             "heldout": "24 x 2, seed 1",
             "seconds": time.perf_counter() - start,
         },
     )
 
 
-def stage_generator(steps: int = 1500) -> None:
+def stage_generator(steps: int = 3600) -> None:
     from triplanenet.io.checkpoints import save_generator
     from triplanenet.synth.dataset import load_synth_world
     from triplanenet.train.fit_generator import FitConfig, fit_generator
 
     world = load_synth_world(WORLD_TRAIN)
-    config = FitConfig(steps=steps, batch_size=6)
+    config = FitConfig(steps=steps, batch_size=8, latent_noise=0.15, lpips_weight=0.5)
     start = time.perf_counter()
-    generator, latents, history = fit_generator(world, config)
+    # Resumable: a killed run continues from the last saved state (every 250 steps) when the stage is rerun.
+    generator, _, history = fit_generator(world, config, state_path=GENERATOR_STATE)
     seconds = time.perf_counter() - start
     save_generator(generator, GENERATOR, latent_avg=generator.w_avg)
-    torch.save(latents, GENERATOR.with_suffix(".latents.pt"))
     first, last = history[0], history[-1]
-    _record("generator", {"config": config.__dict__, "seconds": seconds, "first": first, "last": last})
+    # The loss curve every 250 steps (mean of the 50 steps before), for docs/default_model.md.
+    curve = [
+        {key: sum(h[key] for h in history[end - 50 : end]) / 50 for key in last}
+        for end in range(250, len(history) + 1, 250)
+    ]
+    _record(
+        "generator",
+        {"config": config.__dict__, "seconds_this_run": seconds, "first": first, "last": last, "curve": curve},
+    )
 
 
 def stage_identity(steps: int = 600) -> None:
@@ -116,7 +131,16 @@ def stage_encoder() -> None:
 
     start = time.perf_counter()
     logs = run_training("paper", ENCODER_OVERRIDES, resume="auto", device_name="cpu")
-    _record("encoder", {"overrides": ENCODER_OVERRIDES, "seconds": time.perf_counter() - start, "last": logs})
+    curve = json.loads((ENCODER_RUN / "validation.json").read_text())
+    _record(
+        "encoder",
+        {
+            "overrides": ENCODER_OVERRIDES,
+            "seconds_this_run": time.perf_counter() - start,
+            "last": logs,
+            "validation": curve,
+        },
+    )
 
 
 def _half(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -144,7 +168,7 @@ def stage_export() -> None:
         ASSETS / "model.safetensors", tensors, {"format": MODEL_FORMAT, "config": json.dumps(model.config.to_dict())}
     )
     identity, metadata = read_safetensors(IDENTITY, IDENTITY_FORMAT, "identity network", "run the identity stage")
-    _write_safetensors(IDENTITY, _half(identity), metadata)
+    _write_safetensors(ASSETS / "identity.safetensors", _half(identity), metadata)
     record = json.loads(RECORD.read_text())
     record["export"] = {name.name: name.stat().st_size for name in sorted(ASSETS.glob("*.safetensors"))}
     (ASSETS / "training_record.json").write_text(json.dumps(record, indent=2))

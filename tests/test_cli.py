@@ -60,6 +60,16 @@ def test_generate_is_deterministic(tmp_path: Path) -> None:
     assert np.array_equal(a, b)
 
 
+def test_generate_samples_the_bundled_generator(tmp_path: Path) -> None:
+    from triplanenet.bundled import load_default_model
+
+    result = _run("generate", "--generator", "bundled", "--seeds", "0", "--views", "0", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 0, result.output
+    image = np.asarray(Image.open(tmp_path / "o" / "seed0000_yaw+0.00.png"))
+    size = load_default_model("cpu").decoder.config.img_resolution
+    assert image.shape == (size, size, 3) and image.std() > 10
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -55,6 +55,49 @@ def test_generator_fit_reduces_the_loss_and_sets_w_avg(world) -> None:
     assert default_generator_config().num_ws == 10
 
 
+def test_generator_fit_resumes_exactly_from_its_saved_state(
+    world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import triplanenet.train.fit_generator as fitting
+
+    _, data = world
+    config = GeneratorConfig.tiny().replace(
+        img_resolution=64, neural_rendering_resolution=16, rendering={"c_gen_conditioning_zero": True}
+    )
+    fit = FitConfig(steps=4, batch_size=2, log_every=100, save_every=2)
+    whole, whole_latents, whole_history = fit_generator(data, fit, config, log=lambda _m: None)
+
+    class Killed(Exception):
+        pass
+
+    save = fitting._save_state
+
+    def save_then_die(path: Path, payload: dict) -> None:
+        save(path, payload)
+        if payload["step"] == 2:
+            raise Killed
+
+    state = tmp_path / "fit.state.pt"
+    monkeypatch.setattr(fitting, "_save_state", save_then_die)
+    with pytest.raises(Killed):
+        fit_generator(data, fit, config, log=lambda _m: None, state_path=state)
+    monkeypatch.setattr(fitting, "_save_state", save)
+
+    messages: list[str] = []
+    resumed, resumed_latents, resumed_history = fit_generator(data, fit, config, log=messages.append, state_path=state)
+    assert any("resuming the generator fit at step 2/4" in m for m in messages)
+    assert [h["loss"] for h in resumed_history] == [h["loss"] for h in whole_history]
+    assert torch.equal(resumed_latents, whole_latents)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+    with pytest.raises(CheckpointError, match="other settings"):
+        fit_generator(data, FitConfig(**{**fit.__dict__, "lr": 1e-3}), config, log=lambda _m: None, state_path=state)
+    state.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="delete it to start over"):
+        fit_generator(data, fit, config, log=lambda _m: None, state_path=state)
+
+
 def test_identity_network_trains_saves_and_loads(world, tmp_path: Path) -> None:
     _, data = world
     config = default_identity_config()

@@ -44,6 +44,22 @@ def test_demo_writes_every_output(demo) -> None:
         assert (head / name).is_file(), name
 
 
+def test_summary_sheet_has_one_row_per_head_and_seven_columns(demo) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from triplanenet.demo import load_default_model
+
+    sheet = np.asarray(Image.open(demo.out / "summary.png"))
+    tile = load_default_model("cpu").decoder.config.img_resolution
+    rows, columns = 3, 7
+    assert sheet.shape[0] >= rows * tile and sheet.shape[0] < rows * (tile + 30) + 30
+    assert sheet.shape[1] >= columns * tile and sheet.shape[1] < columns * (tile + 20) + 20
+    # The reconstruction tiles sit at their columns: a tile of the first row differs from the white background.
+    top = sheet.shape[0] - rows * (tile + 4)
+    assert sheet[top : top + tile].std() > 20
+
+
 def test_bundled_identity_and_sigma_networks_load_and_run() -> None:
     import torch
 

@@ -282,6 +282,21 @@ def test_v2_gradients_reach_both_encoders() -> None:
     assert all(p.grad is None for p in model.decoder.parameters())
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_compact_sizes_widen_only_the_second_branch(version: int) -> None:
+    tiny, compact = TriPlaneNetConfig.tiny(version), TriPlaneNetConfig.compact(version)
+    assert compact.psp == tiny.psp and compact.generator == tiny.generator
+    assert TriPlaneNetConfig.from_dict(compact.to_dict()) == compact
+    torch.manual_seed(0)
+    small, wide = TriPlaneNet(tiny), TriPlaneNet(compact)
+    count = lambda m: sum(p.numel() for p in m.triplanenet_encoder.parameters())  # noqa: E731
+    assert count(wide) > 5 * count(small)
+    x, c = _inputs()
+    with torch.no_grad():
+        out = wide(x, c, deterministic=True)
+    assert out.offsets.shape == small(x, c, deterministic=True).offsets.shape
+
+
 def test_v2_inversion_edit_and_safetensors_round_trip(tiny_v2: TriPlaneNet, tmp_path: Path) -> None:
     x, c = _inputs(1)
     inversion = TriPlaneNetInverter(tiny_v2).invert(x[0], c[0])

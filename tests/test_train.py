@@ -72,6 +72,12 @@ def test_losses_fall_and_checkpoints_are_written(dataset_dir: Path, tmp_path: Pa
     assert {"last.pt", "best.pt", "step_00000020.pt", "step_00000040.pt"} <= names
     assert json.loads((tmp_path / "run" / "config.json").read_text())["max_steps"] == 40
     assert list((tmp_path / "run" / "logs").glob("events.out.tfevents.*"))
+    curve = json.loads((tmp_path / "run" / "validation.json").read_text())
+    assert [row["step"] for row in curve] == [20, 40] and all("val/mse_final" in row for row in curve)
+    assert curve == [{k: pytest.approx(v) for k, v in row.items()} for row in trainer.val_history]
+    resumed = _trainer(config)
+    resumed.load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000020.pt")
+    assert [row["step"] for row in resumed.val_history] == [20]
     model = load_triplanenet(tmp_path / "run" / "checkpoints" / "last.pt")
     torch.testing.assert_close(
         model.state_dict()["psp_encoder.latlayer1.weight"], trainer.model.state_dict()["psp_encoder.latlayer1.weight"]

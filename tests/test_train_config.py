@@ -161,3 +161,20 @@ def test_sampler_epochs_cover_the_data_and_ranks_are_disjoint() -> None:
     rank1 = list(StepBatchSampler(12, phased, 1, 0, 5, rank=1, world_size=2))
     for step in range(5):
         assert not set(rank0[step]) & set(rank1[step]) and len(rank0[step]) == phased.at(step)
+
+
+def test_model_compact_builds_the_bundled_model_sizes() -> None:
+    import torch
+
+    from triplanenet.eg3d.config import GeneratorConfig
+    from triplanenet.eg3d.generator import TriPlaneGenerator
+    from triplanenet.model import TriPlaneNetConfig
+    from triplanenet.train.build import build_model
+
+    config = load_train_config("paper", ["model=compact"])
+    torch.manual_seed(0)
+    generator = TriPlaneGenerator(GeneratorConfig.tiny())
+    model = build_model(config, generator)
+    assert model.config == TriPlaneNetConfig.compact(2, generator.config)
+    with pytest.raises(ConfigError):
+        load_train_config("paper", ["model=huge"])

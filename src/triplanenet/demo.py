@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # The bundled assets and the held-out poses live in triplanenet.bundled (the evaluation protocol needs them too, and
@@ -52,7 +53,9 @@ def run_demo(
     model_path: str | Path | None = None,
 ) -> DemoResult:
     """Render ``heads`` held-out procedural heads, invert them with the default model (first branch alone and full
-    TriPlaneNet), write renders, novel views, depth, a mesh, an orbit video and a metrics table against ground truth."""
+    TriPlaneNet), write renders, novel views, depth, a mesh, an orbit video, a metrics table against ground truth and
+    ``summary.png``: per head, input | first branch | TriPlaneNet | ground truth at the input view, then first
+    branch | TriPlaneNet | ground truth at the novel view."""
     from triplanenet.eg3d.camera import camera_label
     from triplanenet.eval.metrics import depth_error
     from triplanenet.eval.protocol import image_metrics, load_identity_metric, synthetic_heads
@@ -91,6 +94,7 @@ def run_demo(
         "triplanenet": TriPlaneNetInverter(model),
     }
     rows: list[dict[str, float | str]] = []
+    shown: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, inverter in methods.items():
         inversions = inverter.invert_batch(list(truth.image), cameras)
         with torch.no_grad():
@@ -114,6 +118,7 @@ def run_demo(
             if identity is not None:
                 row["ID"] = identity.similarity(image, truth.image).mean().item()
         rows.append(row)
+        shown[name] = (image, novel)
         if name != "triplanenet":
             continue
         for index, (inversion, render) in enumerate(zip(inversions, renders, strict=True)):
@@ -133,6 +138,7 @@ def run_demo(
             if index == 0:
                 write_ply(head / "mesh.ply", inversion.mesh(resolution=96, level=None))
                 inversion.video(head / "orbit.mp4", frames=video_frames)
+    save_png(folder / "summary.png", _summary_sheet(model, truth.image, novel_truth.image, *shown.values()))
     write_text_atomic(folder / "metrics.md", metrics_markdown(rows))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[-1]))
@@ -140,6 +146,28 @@ def run_demo(
     writer.writerows(rows)
     write_text_atomic(folder / "metrics.csv", buffer.getvalue())
     return DemoResult(folder, rows, time.perf_counter() - started)
+
+
+def _summary_sheet(
+    model: torch.nn.Module,
+    truth: torch.Tensor,
+    novel_truth: torch.Tensor,
+    first_branch: tuple[torch.Tensor, torch.Tensor],
+    full: tuple[torch.Tensor, torch.Tensor],
+) -> np.ndarray:
+    """One row per head: what the encoder saw, the two methods and the ground truth, at the input and novel view."""
+    from triplanenet.io.images import labelled_sheet, tensor_to_uint8
+
+    seen = model.pool_to_input(truth)
+    rows = [
+        [
+            tensor_to_uint8(t)
+            for t in (seen[i], first_branch[0][i], full[0][i], truth[i], first_branch[1][i], full[1][i], novel_truth[i])
+        ]
+        for i in range(len(truth))
+    ]
+    headers = ["input", "first branch", "TriPlaneNet", "truth", "first branch", "TriPlaneNet", "truth (novel)"]
+    return labelled_sheet(rows, headers, group_break=4)
 
 
 def metrics_markdown(rows: list[dict[str, float | str]]) -> str:

@@ -102,6 +102,26 @@ class TriPlaneNetConfig:
         )
 
     @classmethod
+    def compact(
+        cls,
+        version: TriPlaneNetVersion = 2,
+        generator: GeneratorConfig | None = None,
+        upsampling: Upsampling | None = None,
+    ) -> TriPlaneNetConfig:
+        """The bundled default model's sizes: the tiny pSp encoder and a wider second branch
+        (:meth:`TriPlaneEncoderConfig.compact`), sized for ``generator`` (default: the tiny generator)."""
+        tiny = cls.tiny(version, generator, upsampling)
+        gen = tiny.generator
+        triplane = TriPlaneEncoderConfig.compact(
+            version,
+            upsampling,
+            out_channels=gen.backbone_channels,
+            plane_channels=gen.backbone_channels,
+            input_resolution=gen.backbone_resolution,
+        )
+        return dataclasses.replace(tiny, triplane=triplane)
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TriPlaneNetConfig:
         """Inverse of :meth:`to_dict`.
 

@@ -28,6 +28,9 @@ from triplanenet.io.images import image_grid, save_depth, save_image, save_png, 
 from triplanenet.io.mesh import write_obj, write_ply
 from triplanenet.io.video import write_mp4
 
+BUNDLED = "bundled"
+"""``--generator bundled``: the generator inside the bundled default model (128² procedural heads)."""
+
 PRESETS = {
     "tiny": GeneratorConfig.tiny,
     "ffhq512": GeneratorConfig.ffhq512,
@@ -40,7 +43,12 @@ PRESETS = {
 def build_generator(
     generator_path: Path | None, preset: str, weights_seed: int, device: torch.device
 ) -> TriPlaneGenerator:
-    """Load a checkpoint, or build a random-weight generator from a named config preset."""
+    """Load a checkpoint (``bundled``: the bundled default model's generator), or build a random-weight generator
+    from a named config preset."""
+    if generator_path is not None and str(generator_path) == BUNDLED and not generator_path.exists():
+        from triplanenet.bundled import load_default_model
+
+        return load_default_model(device).decoder.eval().requires_grad_(False)
     if generator_path is not None:
         from triplanenet.io.checkpoints import load_generator
 
@@ -62,8 +70,9 @@ def generate(
         typer.Option(
             "--generator",
             "-g",
-            help="EG3D checkpoint: NVIDIA .pkl, TriPlaneNet .pth, our .safetensors, or an official name "
-            "(eg3d-ffhq512-128, eg3d-shapenetcars128-64, ...; see `triplanenet download --list`).",
+            help="EG3D checkpoint: NVIDIA .pkl, TriPlaneNet .pth, our .safetensors, an official name "
+            "(eg3d-ffhq512-128, eg3d-shapenetcars128-64, ...; see `triplanenet download --list`), or `bundled` "
+            "(the generator of the bundled default model).",
         ),
     ] = None,
     preset: Annotated[

@@ -81,6 +81,42 @@ def image_grid(images: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(resized, axis=1)
 
 
+def labelled_sheet(
+    rows: list[list[np.ndarray]], headers: list[str], group_break: int | None = None, pad: int = 4
+) -> np.ndarray:
+    """A white sheet of (H, W, 3) uint8 tiles, one list per row, under a header line of column titles.
+
+    Every tile is shown at the largest tile's size (smaller ones are enlarged, nearest neighbour). ``group_break``
+    (a column index) inserts a wider gap before that column, to separate groups such as "input view" and "novel
+    view". Returns (H', W', 3) uint8.
+    """
+    from PIL import ImageDraw, ImageFont
+
+    if not rows or any(len(row) != len(headers) for row in rows):
+        raise ValueError("labelled_sheet needs rows with one tile per header")
+    height = max(tile.shape[0] for row in rows for tile in row)
+    width = max(tile.shape[1] for row in rows for tile in row)
+    gaps = [pad + (3 * pad if group_break is not None and c == group_break else 0) for c in range(len(headers))]
+    lefts = [sum(gaps[: c + 1]) + c * width for c in range(len(headers))]
+    font = ImageFont.load_default()
+    header = 14
+    sheet = Image.new("RGB", (lefts[-1] + width + pad, header + pad + len(rows) * (height + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for left, title in zip(lefts, headers, strict=True):
+        text_width = draw.textlength(title, font=font)
+        draw.text((left + max(0.0, (width - text_width) / 2), 2), title, fill="black", font=font)
+    for r, row in enumerate(rows):
+        top = header + pad + r * (height + pad)
+        for left, tile in zip(lefts, row, strict=True):
+            if tile.ndim == 2:
+                tile = np.repeat(tile[..., None], 3, axis=2)
+            picture = Image.fromarray(tile)
+            if picture.size != (width, height):
+                picture = picture.resize((width, height), Image.Resampling.NEAREST)
+            sheet.paste(picture, (left, top))
+    return np.asarray(sheet)
+
+
 MAX_PIXELS = IMAGE_PIXELS.default
 """Images with more pixels are refused from their header, before decoding (a 225-MP PNG of 218 KB would take
 5.7 GB). ``TRIPLANENET_MAX_IMAGE_PIXELS`` overrides it (see :mod:`triplanenet.limits`)."""

@@ -29,7 +29,7 @@ def build_generator(config: TrainConfig, device: torch.device) -> TriPlaneGenera
         generator = load_generator(config.generator, device=device)
     else:
         torch.manual_seed(config.seed)
-        size = GeneratorConfig.tiny() if config.model == "tiny" else GeneratorConfig.ffhq512()
+        size = GeneratorConfig.ffhq512() if config.model == "official" else GeneratorConfig.tiny()
         generator = TriPlaneGenerator(size).eval().requires_grad_(False).to(device)
     if config.depth_samples is not None:
         generator.set_rendering(depth_resolution=config.depth_samples, depth_resolution_importance=config.depth_samples)
@@ -70,6 +70,8 @@ def build_model(
 def _model_config(config: TrainConfig, generator: TriPlaneGenerator) -> TriPlaneNetConfig:
     if config.model == "tiny":
         return TriPlaneNetConfig.tiny(config.triplanenet_version, generator.config, config.upsampling)
+    if config.model == "compact":
+        return TriPlaneNetConfig.compact(config.triplanenet_version, generator.config, config.upsampling)
     if config.triplanenet_version == 2:
         return TriPlaneNetConfig.official_v2(generator.config, config.upsampling or "nearest")
     if config.upsampling not in (None, "pixelshuffle"):
@@ -92,14 +94,15 @@ def _initial_model(config: TrainConfig, generator: TriPlaneGenerator, official: 
         model = load_triplanenet(path, generator=generator)
         model.decoder = generator
         return model
-    if config.model != "tiny":
+    if config.model == "official":
         return triplanenet_from_official(official, generator, path)
-    # The official file layout around the tiny encoders (tests and small experiments); the version from its keys.
+    # The official file layout around the small encoders (tests and small experiments); the version from its keys.
     from triplanenet.io.checkpoints import check_state_dict
     from triplanenet.io.model_checkpoints import V2_HEAD_KEY
 
     version = 2 if V2_HEAD_KEY in official["state_dict"] else 1
-    model = TriPlaneNet(TriPlaneNetConfig.tiny(version, generator.config, config.upsampling), generator=generator)
+    sizes = TriPlaneNetConfig.tiny if config.model == "tiny" else TriPlaneNetConfig.compact
+    model = TriPlaneNet(sizes(version, generator.config, config.upsampling), generator=generator)
     check_state_dict(model.state_dict(), official["state_dict"], source=path)
     model.load_state_dict(official["state_dict"], strict=True)
     _set_latent_avg(model, generator)

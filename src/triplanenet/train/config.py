@@ -64,8 +64,9 @@ class TrainConfig:
     """Dataset root in the official layout (``dataset.json`` + images [+ ``conf_map/*.npy``])."""
     out: str = "runs/triplanenet"
     """Run folder: checkpoints, TensorBoard logs, the resolved config."""
-    model: Literal["official", "tiny"] = "official"
-    """Encoder sizes: the official v1 model, or the tiny test model."""
+    model: Literal["official", "tiny", "compact"] = "official"
+    """Encoder sizes: the official model, the tiny test model, or ``compact`` (the bundled default model: tiny pSp,
+    wider second branch; :meth:`~triplanenet.model.TriPlaneNetConfig.compact`)."""
     generator: str | None = None
     """EG3D generator checkpoint (.pkl / .pth / .safetensors). None: random weights (tests only)."""
     triplanenet_version: Literal[1, 2] = 2

@@ -3,29 +3,42 @@
 Each identity k gets a learnable latent z_k (initialised from N(0, I)); the generator maps it (camera conditioning
 off) through the real EG3D pipeline — mapping, W+, StyleGAN2 tri-planes, volume rendering, super-resolution — and
 is trained with L1 on the final and raw images, L1 on depth (foreground) and on the accumulated opacity (mask)
-against the ground truth of every view. Latents receive small Gaussian noise during training, so that nearby codes
-give similar heads and random z ~ N(0, I) land in a region the generator has learned. After fitting, ``w_avg`` is
-the mean w of the identity latents.
+against the ground truth of every view, optionally with LPIPS on the final image for sharper facial features.
+Latents receive small Gaussian noise during training, so that nearby codes give similar heads and random
+z ~ N(0, I) land in a region the generator has learned. After fitting, ``w_avg`` is the mean w of the identity
+latents.
+
+Long fits are resumable: with ``state_path`` set, the whole training state (weights, latents, optimiser, schedule,
+random generator, loss log) is written atomically every ``save_every`` steps and read back on the next call, so a
+killed run continues exactly where its last save left it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from triplanenet.eg3d.config import GeneratorConfig, RenderingConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
+from triplanenet.errors import CheckpointError
+from triplanenet.io.atomic import atomic_path
 from triplanenet.synth.dataset import SynthWorld
 
 
 def default_generator_config() -> GeneratorConfig:
-    """Architecture of the bundled default generator: 128² images, 64² tri-planes of 16 channels, 10 ws."""
+    """Architecture of the bundled default generator: 128² images, 64² tri-planes of 16 channels, 10 ws.
+
+    z has 16 dimensions (EG3D: 512): the few hundred fitted identity codes then cover the z sphere densely enough
+    that random z ~ N(0, I) fall between learnt heads, so random samples are heads with faces, not blobs.
+    """
     return GeneratorConfig(
-        z_dim=128,
+        z_dim=16,
         w_dim=128,
         img_resolution=128,
         backbone_resolution=64,
@@ -49,12 +62,31 @@ class FitConfig:
     raw_weight: float = 1.0
     depth_weight: float = 1.0
     mask_weight: float = 0.5
+    lpips_weight: float = 0.0
     seed: int = 0
     log_every: int = 50
+    save_every: int = 250
 
 
 def _downsample(x: torch.Tensor, size: int) -> torch.Tensor:
     return x if x.shape[-1] == size else F.adaptive_avg_pool2d(x, (size, size))
+
+
+def _save_state(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: Path, config: FitConfig) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file gets the same one-line answer
+        raise CheckpointError(f"cannot resume the generator fit from {path} ({exc}); delete it to start over") from None
+    if not isinstance(state, dict) or state.get("config") != asdict(config):
+        raise CheckpointError(
+            f"{path} was written by a generator fit with other settings; delete it to start over, or use its settings"
+        )
+    return state
 
 
 def fit_generator(
@@ -62,8 +94,13 @@ def fit_generator(
     config: FitConfig,
     generator_config: GeneratorConfig | None = None,
     log: Callable[[str], None] = print,
+    state_path: str | os.PathLike[str] | None = None,
 ) -> tuple[TriPlaneGenerator, torch.Tensor, list[dict[str, float]]]:
-    """Returns the fitted generator (eval mode, ``w_avg`` set), the identity latents (K, z_dim) and the loss log."""
+    """Returns the fitted generator (eval mode, ``w_avg`` set), the identity latents (K, z_dim) and the loss log.
+
+    With ``state_path``, the training state is saved there every ``config.save_every`` steps and a run resumes from
+    it (the settings must be the same; the result is then identical to an uninterrupted run).
+    """
     gcfg = generator_config or default_generator_config()
     torch.manual_seed(config.seed)
     generator = TriPlaneGenerator(gcfg).train()
@@ -75,15 +112,33 @@ def fit_generator(
     )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps, eta_min=config.lr * 0.05)
     rng = torch.Generator().manual_seed(config.seed)
+    perceptual = None
+    if config.lpips_weight > 0:
+        from triplanenet.losses.lpips import LPIPS
+
+        perceptual = LPIPS.from_file()
+    history: list[dict[str, float]] = []
+    first_step = 0
+    state_file = Path(state_path) if state_path is not None else None
+    if state_file is not None and state_file.is_file():
+        state = _load_state(state_file, config)
+        generator.load_state_dict(state["generator"])
+        with torch.no_grad():
+            latents.copy_(state["latents"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        rng.set_state(state["rng"])
+        history = [dict(zip(state["history_keys"], row, strict=True)) for row in state["history"].tolist()]
+        first_step = int(state["step"])
+        log(f"resuming the generator fit at step {first_step}/{config.steps} from {state_file}")
     raw_size = gcfg.neural_rendering_resolution
     images = F.interpolate(world.images, size=(gcfg.img_resolution,) * 2, mode="area")
     raw_images = _downsample(world.images, raw_size)
     masks = _downsample(world.mask, raw_size)
     depths = _downsample(world.depth * world.mask, raw_size) / masks.clamp_min(1e-6)
     depth_valid = (masks > 0.99).float()
-    history: list[dict[str, float]] = []
     started = time.perf_counter()
-    for step in range(config.steps):
+    for step in range(first_step, config.steps):
         index = torch.randint(len(world.identity), (config.batch_size,), generator=rng)
         z = latents[world.identity[index]]
         z = z + config.latent_noise * torch.randn(z.shape, generator=rng)
@@ -94,11 +149,13 @@ def fit_generator(
         raw_loss = F.l1_loss(out.image_raw, raw_images[index])
         depth_loss = (torch.abs(out.image_depth - depths[index]) * depth_valid[index]).mean()
         mask_loss = F.l1_loss(out.weight_sum, masks[index])
+        lpips_loss = perceptual(out.image, images[index]) if perceptual is not None else image_loss.new_zeros(())
         loss = (
             image_loss
             + config.raw_weight * raw_loss
             + config.depth_weight * depth_loss
             + config.mask_weight * mask_loss
+            + config.lpips_weight * lpips_loss
         )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the generator fit diverged at step {step + 1} (loss {loss.item()})")
@@ -114,13 +171,31 @@ def fit_generator(
             "raw_l1": raw_loss.item(),
             "depth_l1": depth_loss.item(),
             "mask_l1": mask_loss.item(),
+            "lpips": lpips_loss.item(),
         }
         history.append(entry)
-        if (step + 1) % config.log_every == 0 or step == 0:
-            rate = (step + 1) / (time.perf_counter() - started)
+        if (step + 1) % config.log_every == 0 or step == first_step:
+            rate = (step + 1 - first_step) / (time.perf_counter() - started)
             log(
                 f"step {step + 1}/{config.steps}  loss {entry['loss']:.4f}  image {entry['image_l1']:.4f}  "
-                f"depth {entry['depth_l1']:.4f}  mask {entry['mask_l1']:.4f}  ({rate:.2f} steps/s)"
+                f"depth {entry['depth_l1']:.4f}  mask {entry['mask_l1']:.4f}  lpips {entry['lpips']:.4f}  "
+                f"({rate:.2f} steps/s)"
+            )
+        if state_file is not None and ((step + 1) % config.save_every == 0 or step + 1 == config.steps):
+            keys = list(history[0])
+            _save_state(
+                state_file,
+                {
+                    "config": asdict(config),
+                    "step": step + 1,
+                    "generator": generator.state_dict(),
+                    "latents": latents.detach().clone(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "rng": rng.get_state(),
+                    "history_keys": keys,
+                    "history": torch.tensor([[h[k] for k in keys] for h in history], dtype=torch.float64),
+                },
             )
     generator.eval().requires_grad_(False)
     with torch.no_grad():

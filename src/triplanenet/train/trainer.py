@@ -34,7 +34,13 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from triplanenet.eg3d.camera import mirror_label
 from triplanenet.errors import TriplaneNetError
-from triplanenet.io.atomic import atomic_path, interrupts_deferred, remove_stale_temporaries, write_text_atomic
+from triplanenet.io.atomic import (
+    atomic_path,
+    interrupts_deferred,
+    remove_stale_temporaries,
+    write_json_atomic,
+    write_text_atomic,
+)
 from triplanenet.io.model_checkpoints import TRAINING_CHECKPOINT_FORMAT as CHECKPOINT_FORMAT
 from triplanenet.losses.adversarial import discriminator_logistic_loss, generator_adversarial_loss, r1_penalty
 from triplanenet.losses.confnet import CONFNET_INPUT_SIZE, mirror_sigma
@@ -245,6 +251,9 @@ class Trainer:
         self.out = Path(config.out)
         self.step = 0
         self.best_val = math.inf
+        self.val_history: list[dict[str, float]] = []
+        """Every validation of this run, oldest first: ``{"step": ..., "val/...": ...}`` (kept across resumes and
+        written to ``validation.json`` in the run folder)."""
         self.saved_steps: dict[str, int] = {}
         """Checkpoint name -> the step it holds, for every save this trainer completed (renamed into place)."""
         self.schedule = BatchSchedule.from_changes(config.batch_size, config.batch_changes())
@@ -460,6 +469,7 @@ class Trainer:
             "config": json.dumps(self.config.to_dict()),
             "step": self.step,
             "best_val_loss": self.best_val,
+            "val_history": json.dumps(self.val_history),
             "psp_optimizer": self.psp_optimizer.state_dict(),
             "triplane_optimizer": self.triplane_optimizer.state_dict(),
             "rng": {
@@ -566,6 +576,7 @@ class Trainer:
             self.discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
         self.step = int(state["step"])
         self.best_val = float(state["best_val_loss"])
+        self.val_history = json.loads(state.get("val_history", "[]"))
         torch.set_rng_state(state["rng"]["torch"])
         self.render_rng.set_state(state["rng"]["render"])
         if "poses" in state["rng"]:
@@ -716,6 +727,9 @@ class Trainer:
         if not values:
             return
         self._log_scalars(values)
+        self.val_history.append({"step": float(self.step), **values})
+        if self.context.is_main:
+            write_json_atomic(self.out / "validation.json", self.val_history)
         score = values.get("val/mse_final", values["val/mse_psp"])
         self.log(f"step {self.step}: " + ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in values.items()))
         if score < self.best_val:
