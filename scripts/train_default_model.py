@@ -88,13 +88,13 @@ def stage_world() -> None:
     )
 
 
-def stage_generator(steps: int = 3600) -> None:
+def stage_generator(steps: int = 3000) -> None:
     from triplanenet.io.checkpoints import save_generator
     from triplanenet.synth.dataset import load_synth_world
     from triplanenet.train.fit_generator import FitConfig, fit_generator
 
     world = load_synth_world(WORLD_TRAIN)
-    config = FitConfig(steps=steps, batch_size=8, latent_noise=0.15, lpips_weight=0.5)
+    config = FitConfig(steps=steps, batch_size=8, latent_init="params", latent_noise=0.15, lpips_weight=0.5)
     start = time.perf_counter()
     # Resumable: a killed run continues from the last saved state (every 250 steps) when the stage is rerun.
     generator, _, history = fit_generator(world, config, state_path=GENERATOR_STATE)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from triplanenet.eg3d.config import GeneratorConfig
-from triplanenet.errors import CheckpointError
+from triplanenet.errors import CheckpointError, ConfigError
 from triplanenet.synth.dataset import build_synth_dataset, load_synth_world
 from triplanenet.train.fit_generator import FitConfig, default_generator_config, fit_generator
 from triplanenet.train.identity_net import (
@@ -53,6 +53,31 @@ def test_generator_fit_reduces_the_loss_and_sets_w_avg(world) -> None:
     assert sum(h["loss"] for h in history[-3:]) < sum(h["loss"] for h in history[:3])
     assert not generator.training and torch.isfinite(generator.w_avg).all()
     assert default_generator_config().num_ws == 10
+
+
+def test_identity_codes_start_the_latents_from_the_standardised_parameters(world) -> None:
+    from triplanenet.synth.params import HeadParams
+    from triplanenet.train.fit_generator import IDENTITY_CODE_DIM, identity_codes
+
+    params = HeadParams.sample(torch.Generator().manual_seed(3), 64).vector
+    codes = identity_codes(params)
+    assert codes.shape == (64, IDENTITY_CODE_DIM)
+    torch.testing.assert_close(codes.mean(dim=0), torch.zeros(IDENTITY_CODE_DIM), atol=1e-5, rtol=0)
+    varying = codes.std(dim=0, unbiased=False) > 0
+    torch.testing.assert_close(codes.std(dim=0, unbiased=False)[varying], torch.ones(int(varying.sum())))
+    reseeded = params.clone()
+    reseeded[:, -1] = torch.arange(64.0) * 977  # texture_seed (the last field) carries no code
+    assert torch.equal(identity_codes(reseeded), codes)
+
+    _, data = world
+    config = GeneratorConfig.tiny().replace(
+        img_resolution=64, neural_rendering_resolution=16, rendering={"c_gen_conditioning_zero": True}
+    )
+    fit = FitConfig(steps=1, batch_size=2, log_every=100, latent_init="params")
+    with pytest.raises(ConfigError, match="z_dim"):
+        fit_generator(data, fit, config, log=lambda _m: None)
+    _, latents, _ = fit_generator(data, fit, config.replace(z_dim=IDENTITY_CODE_DIM), log=lambda _m: None)
+    assert latents.shape == (3, IDENTITY_CODE_DIM)
 
 
 def test_generator_fit_resumes_exactly_from_its_saved_state(

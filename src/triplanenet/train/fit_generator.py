@@ -1,6 +1,9 @@
 """Fit a small EG3D generator to the procedural heads world by multi-view regression (an auto-decoder).
 
-Each identity k gets a learnable latent z_k (initialised from N(0, I)); the generator maps it (camera conditioning
+Each identity k gets a learnable latent z_k, initialised from N(0, I) or (``latent_init="params"``) from its own
+procedural parameters, standardised over the training identities (the texture-noise seed left out): the generator
+then starts from codes that already say who is who, converges far faster, and a random z ~ N(0, I) reads as a
+random set of parameters, i.e. a plausible head. The generator maps it (camera conditioning
 off) through the real EG3D pipeline — mapping, W+, StyleGAN2 tri-planes, volume rendering, super-resolution — and
 is trained with L1 on the final and raw images, L1 on depth (foreground) and on the accumulated opacity (mask)
 against the ground truth of every view, optionally with LPIPS on the final image for sharper facial features.
@@ -20,25 +23,27 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from triplanenet.eg3d.config import GeneratorConfig, RenderingConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
-from triplanenet.errors import CheckpointError
+from triplanenet.errors import CheckpointError, ConfigError
 from triplanenet.io.atomic import atomic_path
 from triplanenet.synth.dataset import SynthWorld
+from triplanenet.synth.params import FIELDS, PARAM_DIM
 
 
 def default_generator_config() -> GeneratorConfig:
     """Architecture of the bundled default generator: 128² images, 64² tri-planes of 16 channels, 10 ws.
 
-    z has 16 dimensions (EG3D: 512): the few hundred fitted identity codes then cover the z sphere densely enough
-    that random z ~ N(0, I) fall between learnt heads, so random samples are heads with faces, not blobs.
+    z has one dimension per procedural identity parameter except the texture seed (:data:`IDENTITY_CODE_DIM`), so
+    that the codes can start from the parameters (``FitConfig.latent_init="params"``).
     """
     return GeneratorConfig(
-        z_dim=16,
+        z_dim=IDENTITY_CODE_DIM,
         w_dim=128,
         img_resolution=128,
         backbone_resolution=64,
@@ -52,12 +57,33 @@ def default_generator_config() -> GeneratorConfig:
     )
 
 
+def _column_of(name: str) -> int:
+    """First column of the parameter field ``name`` in an identity vector."""
+    names = [f.name for f in FIELDS]
+    return sum(f.size for f in FIELDS[: names.index(name)])
+
+
+_SEED_COLUMN = _column_of("texture_seed")
+IDENTITY_CODE_DIM: int = PARAM_DIM - 1
+"""Length of an identity code made from procedural parameters: every parameter but the texture-noise seed."""
+
+
+def identity_codes(params: torch.Tensor) -> torch.Tensor:
+    """Standardised identity parameters (K, PARAM_DIM) -> codes (K, IDENTITY_CODE_DIM): the texture seed (an
+    arbitrary integer) is dropped and every other column is shifted and scaled to mean 0, std 1 over the K rows
+    (constant columns stay 0)."""
+    keep = torch.cat([params[:, :_SEED_COLUMN], params[:, _SEED_COLUMN + 1 :]], dim=1).float()
+    spread = keep.std(dim=0, unbiased=False)
+    return (keep - keep.mean(dim=0)) / torch.where(spread > 1e-8, spread, torch.ones_like(spread))
+
+
 @dataclass(frozen=True)
 class FitConfig:
     steps: int = 2000
     batch_size: int = 8
     lr: float = 1.5e-3
     lr_latent: float = 1e-2
+    latent_init: Literal["random", "params"] = "random"
     latent_noise: float = 0.05
     raw_weight: float = 1.0
     depth_weight: float = 1.0
@@ -105,7 +131,12 @@ def fit_generator(
     torch.manual_seed(config.seed)
     generator = TriPlaneGenerator(gcfg).train()
     identities = int(world.identity.max()) + 1
-    latents = torch.nn.Parameter(torch.randn(identities, gcfg.z_dim))
+    if config.latent_init == "params":
+        if gcfg.z_dim != IDENTITY_CODE_DIM:
+            raise ConfigError(f"latent_init='params' needs z_dim = {IDENTITY_CODE_DIM}, the generator has {gcfg.z_dim}")
+        latents = torch.nn.Parameter(identity_codes(world.params[:identities]))
+    else:
+        latents = torch.nn.Parameter(torch.randn(identities, gcfg.z_dim))
     optimizer = torch.optim.Adam(
         [{"params": generator.parameters(), "lr": config.lr}, {"params": [latents], "lr": config.lr_latent}],
         betas=(0.9, 0.99),
