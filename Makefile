@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	# The canonical LPIPS heads (weights/v0.1/alex.pth), compared with ours by a test; --no-deps: no torchvision.
 	# Never imported.
 	$(PY) -m pip install --quiet --no-deps lpips==0.1.4
+	# MediaPipe's face mesh network (modules/face_landmark/face_landmark.tflite, Apache-2.0) ships in this wheel;
+	# fetch-weights converts it to face_mesh.safetensors (camera estimation). --no-deps: its pins are not needed.
+	# Never imported, only read.
+	$(PY) -m pip install --quiet --no-deps mediapipe==0.10.21
 	$(VENV)/bin/triplanenet fetch-weights
 	touch $(STAMP)
 

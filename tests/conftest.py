@@ -98,6 +98,16 @@ def fixture_path(name: str) -> Path:
     return path
 
 
+def reference_file(relative: str) -> Path:
+    """Path of any file in the reference pack (e.g. ``real_cameras/dataset.json``); skips when it is absent (fails
+    under TRIPLANENET_REQUIRE_REFERENCE=1), like :func:`fixture_path`."""
+    _note_reference_use()
+    path = REFERENCE_DIR / relative
+    if not path.exists():
+        _missing_reference("file", path)
+    return path
+
+
 def load_fixture(name: str) -> dict:
     """Load a ``.pt`` fixture safely (tensors and plain containers only)."""
     return torch.load(fixture_path(name), map_location="cpu", weights_only=True)

