@@ -86,6 +86,8 @@ def graph() -> dict[str, set[str]]:
         ("triplanenet.encoders", "triplanenet.io"),
         ("triplanenet.eval.protocol", "triplanenet.demo"),
         ("triplanenet.bundled", "triplanenet.demo"),
+        ("triplanenet.distributed", "triplanenet.cli"),
+        ("triplanenet.distributed", "triplanenet.model"),
     ],
 )
 def test_import_direction(graph: dict[str, set[str]], start: str, forbidden: str) -> None:

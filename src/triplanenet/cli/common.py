@@ -68,7 +68,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str) -> typer.Exit:
-    """Print ``error: message`` in one line and return the exit to raise."""
+    """Print ``error: message`` in one line and return the exit to raise.
+
+    Under torchrun the other ranks name themselves (``error: rank 1: ...``), and an error of the command line, which
+    every rank finds alike before the job starts, is printed by rank 0 only."""
+    from triplanenet.distributed.world import current_rank, joined_job
+
+    rank, world_size = current_rank()
+    if world_size > 1 and rank > 0:
+        if not joined_job():
+            return typer.Exit(code=1)
+        message = f"rank {rank}: {message}"
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
 
@@ -243,12 +253,14 @@ def check_sizes(*, depth_samples: int | None = None, mesh_resolution: int | None
         MESH_RESOLUTION.check(mesh_resolution, "--mesh-resolution")
 
 
-def progress() -> Progress:
-    """A rich progress bar on stderr (quiet when stderr is not a terminal)."""
+def progress(rate: bool = False) -> Progress:
+    """A rich progress bar on stderr (quiet when stderr is not a terminal); ``rate``: an images/s column, read from
+    the task field ``rate`` (give it in ``add_task``)."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if rate:
+        columns.append(TextColumn("{task.fields[rate]:.2f} images/s"))
     return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
+        *columns,
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,

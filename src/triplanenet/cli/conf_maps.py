@@ -14,7 +14,10 @@ from typing import Annotated
 import torch
 import typer
 
-from triplanenet.cli.common import console, progress, resolve_device, user_errors
+from triplanenet.cli.common import console, resolve_device, user_errors
+from triplanenet.cli.sharding import job_progress, throughput
+from triplanenet.distributed.shard import shard
+from triplanenet.distributed.world import process_group
 from triplanenet.errors import ConfigError, TriplaneNetError
 
 
@@ -52,6 +55,14 @@ def conf_maps(
     overwrite: Annotated[
         bool, typer.Option("--overwrite/--skip-existing", help="Recompute maps that already exist.")
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Keep the maps an earlier run completed (each is read back: float32 256x256, finite) and compute "
+            "the others; what --skip-existing does too.",
+        ),
+    ] = False,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
 ) -> None:
     """Write conf_map/<stem>.npy (float32 256×256 σ) for every image of a dataset, for the v2 symmetry loss.
@@ -65,40 +76,70 @@ def conf_maps(
         raise ConfigError("--batch-size must be >= 1")
     if dataset.is_file():
         raise ConfigError(f"{dataset} is a file; conf maps are written into a dataset folder (unpack the zip first)")
+    if resume and overwrite:
+        raise ConfigError("--resume keeps the maps that are complete; it cannot be combined with --overwrite")
     torch_device = resolve_device(device)
     data = FaceDataset(dataset, resolution=CONF_MAP_SIZE)  # checks dataset.json and the image/label pairing
     stems = [Path(name).name for name in data.names]
     if len(set(stems)) != len(stems):
         raise ConfigError(f"{dataset}: two images share a file stem; conf maps are looked up by stem, rename one")
-    net = load_sigma_net(sigma_net, torch_device)
     folder = dataset / CONF_MAP_DIR
-    todo = [i for i, stem in enumerate(stems) if overwrite or not (folder / f"{stem}.npy").is_file()]
-    failed: list[str] = []
-    written = 0
-    with progress() as bar:
-        task = bar.add_task("conf maps", total=len(todo))
-        for start in range(0, len(todo), batch_size):
-            chunk, images = [], []
-            for i in todo[start : start + batch_size]:
-                try:
-                    images.append(data[i]["image"])  # an unreadable image skips only itself
-                except TriplaneNetError as exc:
-                    failed.append(str(exc))  # names the file
-                    continue
-                chunk.append(i)
-            if chunk:
-                sigma = net.predict_sigma(torch.stack(images).to(torch_device))
-                for i, s in zip(chunk, sigma, strict=True):
-                    save_conf_map(folder / f"{stems[i]}.npy", s)
-                written += len(chunk)
-            bar.advance(task, len(todo[start : start + batch_size]))
+    with process_group(torch_device) as world:
+        torch_device = world.device(torch_device)
+        net = load_sigma_net(sigma_net, torch_device)
+        # A map counts as there when it parses as a finite float32 256² array (a damaged one is recomputed).
+        there: set[int] = set()
+        if not overwrite:
+            mine = {
+                i for i, stem in shard(stems, world.rank, world.world_size) if valid_conf_map(folder / f"{stem}.npy")
+            }
+            there = set().union(*world.all_gather(mine))
+        todo = [i for i in range(len(stems)) if i not in there]
+        mine_todo = [i for _, i in shard(todo, world.rank, world.world_size)]
+        failed: list[str] = []
+        written = 0
+        with job_progress(world, "conf maps", len(stems), len(there), verb="skipped") as (tracker, _):
+            for round_index in range(tracker.rounds(-(-len(mine_todo) // batch_size))):
+                chunk_todo = mine_todo[round_index * batch_size : (round_index + 1) * batch_size]
+                chunk, images, failures = [], [], []
+                for i in chunk_todo:
+                    try:
+                        images.append(data[i]["image"])  # an unreadable image skips only itself
+                    except TriplaneNetError as exc:
+                        failures.append(("", str(exc)))  # names the file
+                        continue
+                    chunk.append(i)
+                if chunk:
+                    sigma = net.predict_sigma(torch.stack(images).to(torch_device))
+                    for i, s in zip(chunk, sigma, strict=True):
+                        save_conf_map(folder / f"{stems[i]}.npy", s)
+                    written += len(chunk)
+                failed += [message for _, message in failures]
+                tracker.report(len(chunk_todo), failures)
+        counts = world.gather_to_main((written, len(failed)))
     data.close()
-    for line in failed:
-        console.print(f"[red]skipped[/] {line}", highlight=False)
+    if counts is None:
+        return
+    written, unreadable = sum(c[0] for c in counts), sum(c[1] for c in counts)
     console.print(
-        f"wrote {written} confidence map(s) to [bold]{folder}[/] ({len(stems) - len(todo)} already there"
-        f"{f', {len(failed)} image(s) unreadable' if failed else ''})",
+        f"wrote {written} confidence map(s) to [bold]{folder}[/] ({len(there)} already there"
+        f"{f', {unreadable} image(s) unreadable' if unreadable else ''}); {throughput(tracker, world)}",
         highlight=False,
     )
-    if failed:
+    if unreadable:
         raise typer.Exit(code=1)
+
+
+def valid_conf_map(path: Path) -> bool:
+    """Whether ``path`` holds a complete map: a float32 (256, 256) ``.npy`` of finite values (read without pickle)."""
+    import numpy as np
+
+    from triplanenet.losses.confnet import CONF_MAP_SIZE
+
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return False
+    return (
+        array.dtype == np.float32 and array.shape == (CONF_MAP_SIZE, CONF_MAP_SIZE) and bool(np.isfinite(array).all())
+    )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,7 +22,15 @@ from triplanenet.cli.common import (
     resolve_device,
     user_errors,
 )
+from triplanenet.distributed.world import World, process_group
 from triplanenet.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from triplanenet.distributed.progress import JobProgress
+    from triplanenet.eval.protocol import EvalOptions, EvalResult, EvalSet, IdentityMetric
+    from triplanenet.model import TriPlaneNet
 
 
 def parse_method_options(
@@ -88,6 +97,14 @@ def eval_command(
         int, typer.Option(help="Marching-cubes grid of the procedural ground-truth meshes (AD).")
     ] = 160,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Keep the images an earlier run into OUT completed (their stored results check out) and evaluate "
+            "the others; the report covers all.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate inversion methods: MSE, LPIPS, MS-SSIM, identity (same view and novel yaws), depth error, AD and
     time per image; writes report.md, metrics.csv, per_image.csv, comparison.png and novel_views.png."""
@@ -103,31 +120,86 @@ def eval_command(
     if heads < 1:
         raise ConfigError("--heads must be at least 1")
     torch_device = resolve_device(device)
-    network = load_cli_model(model, checkpoint, generator, preset, torch_device)
-    size = network.decoder.config.img_resolution
-    dataset = synthetic_heads(heads, size)[0] if data == "synthetic" else folder_set(data, size, limit=heads)
-    identity = load_identity_metric(identity_net)
-    from triplanenet.errors import CheckpointError
-    from triplanenet.losses.lpips import LPIPS
+    with process_group(torch_device) as world:
+        torch_device = world.device(torch_device)
+        network = load_cli_model(model, checkpoint, generator, preset, torch_device)
+        size = network.decoder.config.img_resolution
+        dataset = synthetic_heads(heads, size)[0] if data == "synthetic" else folder_set(data, size, limit=heads)
+        identity = load_identity_metric(identity_net)
+        from triplanenet.errors import CheckpointError
+        from triplanenet.losses.lpips import LPIPS
 
-    try:
-        lpips = LPIPS.from_file().to(torch_device)
-    except CheckpointError:
-        lpips = None
-        console.print("note: LPIPS weights not installed; the LPIPS columns are left out")
-    options = EvalOptions(
-        novel_yaws=tuple(parse_floats(yaws, "yaws")),
-        mesh_ad=mesh_ad,
-        mesh_resolution=mesh_resolution,
-        reference_resolution=reference_resolution,
-        method_options=parse_method_options(methods, steps, list(option or []), step_scale),
-    )
-    console.print(f"identity network: {identity.name if identity else 'none'}", highlight=False)
-    result = evaluate(network, methods, dataset, options, identity, lpips, log=lambda m: console.print(m))
+        try:
+            lpips = LPIPS.from_file().to(torch_device)
+        except CheckpointError:
+            lpips = None
+            if world.is_main:
+                console.print("note: LPIPS weights not installed; the LPIPS columns are left out")
+        options = EvalOptions(
+            novel_yaws=tuple(parse_floats(yaws, "yaws")),
+            mesh_ad=mesh_ad,
+            mesh_resolution=mesh_resolution,
+            reference_resolution=reference_resolution,
+            method_options=parse_method_options(methods, steps, list(option or []), step_scale),
+        )
+        if world.is_main:
+            console.print(f"identity network: {identity.name if identity else 'none'}", highlight=False)
+        if world.distributed or resume:
+            result = _evaluate_sharded(world, network, methods, dataset, options, identity, lpips, out, resume)
+        else:
+            result = evaluate(network, methods, dataset, options, identity, lpips, log=lambda m: console.print(m))
+    if result is None:  # another rank than 0
+        return
     command = "triplanenet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     paths = write_report(result, out, command)
     typer.echo(paths["report"].read_text())
     console.print(f"wrote {', '.join(p.name for p in paths.values())} to {out} in {result.seconds:.1f} s")
+
+
+def _evaluate_sharded(
+    world: World,
+    network: TriPlaneNet,
+    methods: list[str],
+    dataset: EvalSet,
+    options: EvalOptions,
+    identity: IdentityMetric | None,
+    lpips: torch.nn.Module | None,
+    out: Path,
+    resume: bool,
+) -> EvalResult | None:
+    """``eval`` split over torchrun's ranks and/or resumed (:mod:`triplanenet.eval.sharded`); rank 0's result."""
+    from dataclasses import asdict
+
+    from triplanenet.cli.sharding import job_progress, rank_tag, throughput
+    from triplanenet.eval.sharded import evaluate_sharded
+
+    fingerprint = {"data": dataset.source, "methods": methods, "options": asdict(options), "argv": _model_args()}
+    log = lambda m: console.print(f"{m}{rank_tag(world)}", highlight=False)  # noqa: E731
+    with contextlib.ExitStack() as stack:
+
+        def counter(completed: int) -> JobProgress:
+            tracker, _ = stack.enter_context(job_progress(world, "evaluating", len(dataset.items), completed))
+            return tracker
+
+        result, tracker = evaluate_sharded(
+            world, network, methods, dataset, options, identity, lpips, out, fingerprint, resume=resume,
+            progress=counter, log=log,
+        )  # fmt: skip
+    if result is not None:
+        if not result.data.items:
+            raise ConfigError("no image could be evaluated (see the failures above)")
+        console.print(f"evaluated {throughput(tracker, world)}", highlight=False)
+    return result
+
+
+def _model_args() -> list[str]:
+    """The model options of the command line (what a resumed run must share with the first one)."""
+    argv, kept = sys.argv[1:], []
+    for index, arg in enumerate(argv):
+        name = arg.split("=", 1)[0]
+        if name in ("--model", "--checkpoint", "--generator", "--preset", "--identity-net"):
+            kept.append(arg if "=" in arg else f"{arg}={argv[index + 1] if index + 1 < len(argv) else ''}")
+    return kept
 
 
 @user_errors

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -25,12 +26,15 @@ from triplanenet.cli.common import (
     load_cli_model,
     output_folder,
     parse_floats,
-    progress,
     resolve_device,
     user_errors,
 )
+from triplanenet.cli.sharding import job_progress, throughput
+from triplanenet.distributed.records import CompletionRecords, verify_completed
+from triplanenet.distributed.shard import shard
+from triplanenet.distributed.world import World, process_group
 from triplanenet.errors import TriplaneNetError
-from triplanenet.io.atomic import write_json_atomic
+from triplanenet.io.atomic import remove_stale_temporaries, write_json_atomic
 
 if TYPE_CHECKING:
     from triplanenet.perf import InferenceSettings
@@ -231,6 +235,14 @@ def invert(
     frames: Annotated[int, typer.Option(help="Frames of the orbit video.")] = 48,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Skip inputs whose outputs an earlier run completed (checked against their completion records: "
+            "sizes and sha256 of every file, same input, same options); redo the rest.",
+        ),
+    ] = False,
 ) -> None:
     """Invert face photos into EG3D with TriPlaneNet and write renders, novel views, depth, latents and meshes.
 
@@ -244,58 +256,154 @@ def invert(
     yaws = parse_floats(views, "views")
     paths = collect_inputs(inputs)
     torch_device = resolve_device(device)
-    model = load_cli_model(model_path, checkpoint, generator, preset, torch_device)
-    if depth_samples is not None:
-        model.decoder.set_rendering(depth_resolution=depth_samples, depth_resolution_importance=depth_samples)
-    inverter = _build_inverter(model, method, cttr, steps, seed, fast_settings(fast, torch_device))
-    size = model.config.input_resolution
-    failures: dict[str, str] = {}
-    jobs: list[_Job] = []
-    names = OutputNames(paths, _previous_outputs(out))
-    for path in paths:
-        try:
-            new_jobs = _prepare_jobs(path, cameras, size, align, all_faces, out, names)
-        except TriplaneNetError as exc:
-            failures[str(path)] = str(exc)
-            console.print(f"[red]skipped[/] {path.name}: {exc}", highlight=False)
-            continue
-        for job in new_jobs:
-            if job.warning:
-                console.print(f"[yellow]warning:[/] {job.warning}", highlight=False)
-            jobs.append(job)
-    out.mkdir(parents=True, exist_ok=True)
-    done: list[str] = []
-    with progress() as bar:
-        task = bar.add_task("inverting", total=len(jobs))
-        _show_loss(bar, inverter)
-        for start in range(0, len(jobs), batch_size):
-            batch = jobs[start : start + batch_size]
-            results = inverter.invert_batch([j.image for j in batch], torch.stack([j.camera[0] for j in batch]))
-            for job, inversion in zip(batch, results, strict=True):
-                try:
-                    _write_outputs(out / job.name, job, inversion, yaws, mesh, mesh_resolution, video, frames)
-                    done.append(job.name)
-                except TriplaneNetError as exc:
-                    face = "" if job.name == names.name(job.path) else f" ({job.name})"
-                    failures[f"{job.path}{face}"] = str(exc)
-                    console.print(f"[red]failed[/] {job.path.name} ({job.name}): {exc}", highlight=False)
-                bar.advance(task)
+    with process_group(torch_device) as world:
+        torch_device = world.device(torch_device)
+        model = load_cli_model(model_path, checkpoint, generator, preset, torch_device)
+        if depth_samples is not None:
+            model.decoder.set_rendering(depth_resolution=depth_samples, depth_resolution_importance=depth_samples)
+        inverter = _build_inverter(model, method, cttr, steps, seed, fast_settings(fast, torch_device))
+        fingerprint = {
+            "command": "invert",
+            "method": inverter.name,
+            "model": [str(v) if v is not None else None for v in (model_path, checkpoint, generator, preset)],
+            "cameras": None if cameras is None else str(cameras.resolve()),
+            "align": align,
+            "all_faces": all_faces,
+            "views": yaws,
+            "steps": steps,
+            "seed": seed,
+            "fast": fast,
+            "depth_samples": depth_samples,
+            "mesh": mesh_resolution if mesh else None,
+            "video": frames if video else None,
+        }
+        names = OutputNames(paths, _previous_outputs(out))
+        run = _InvertRun(world, out, model.config.input_resolution, cameras, align, all_faces, names, inverter)
+
+        def output(folder: Path, job: _Job, inversion: Any) -> None:
+            _write_outputs(folder, job, inversion, yaws, mesh, mesh_resolution, video, frames)
+
+        records = CompletionRecords(out, fingerprint)
+        out.mkdir(parents=True, exist_ok=True)
+        if world.is_main:
+            records.clean()  # temporaries of a killed run, before any rank writes a record
+        world.barrier()
+        keys = [_input_key(path) for path in paths]
+        finished = verify_completed(world, records, keys, list(paths)) if resume else {}
+        todo = [index for index in range(len(paths)) if index not in finished]
+        mine = [index for _, index in shard(todo, world.rank, world.world_size)]
+        entries: list[tuple[int, dict[str, Any]]] = []
+        with job_progress(world, "inverting", len(paths), len(finished)) as (tracker, bar):
+            if bar is not None:
+                _show_loss(bar, inverter)
+            for round_index in range(tracker.rounds(-(-len(mine) // batch_size))):
+                chunk = mine[round_index * batch_size : (round_index + 1) * batch_size]
+                failures: list[tuple[str, str]] = []
+                entries.extend(run.invert_chunk([(i, paths[i]) for i in chunk], records, batch_size, failures, output))
+                tracker.report(len(chunk), failures)
+        gathered = world.gather_to_main(entries)
+    if gathered is None:  # another rank than 0: rank 0 writes the summary and reports
+        return
+    merged = dict(finished)
+    merged.update(dict(item for part in gathered for item in part))
+    done = [name for index in sorted(merged) for name in merged[index]["inverted"]]
+    failures_by_input = {k: v for index in sorted(merged) for k, v in merged[index]["failed"].items()}
     # Which input each folder holds (kept across runs in this folder, so that a later run never reuses a name).
     outputs = _previous_outputs(out)
-    outputs.update({name: key for name, key in names.inputs.items() if (out / name).is_dir()})
+    for index, path in enumerate(paths):
+        outputs[run.names.name(path)] = keys[index]
+        outputs.update(merged.get(index, {}).get("outputs", {}))
+    outputs = {name: key for name, key in outputs.items() if (out / name).is_dir()}
     summary = {
         "inverted": done,
-        "failed": failures,
+        "failed": failures_by_input,
         "method": inverter.name,
         "views": yaws,
         "outputs": dict(sorted(outputs.items())),
     }
     write_json_atomic(out / "summary.json", summary)  # strict JSON: no NaN/Infinity tokens
-    faces = f" ({len(jobs)} face(s) found)" if all_faces or len(jobs) > len(paths) else ""
-    skipped = f", {len(failures)} failed (see summary.json)" if failures else ""
-    console.print(f"inverted {len(done)} face(s) from {len(paths)} image(s){faces}{skipped} into [bold]{out}[/]")
-    if failures:
+    found = len(done) + sum(1 for name in failures_by_input if name.endswith(")"))
+    faces = f" ({found} face(s) found)" if all_faces or len(done) > len(paths) else ""
+    skipped = f", {len(failures_by_input)} failed (see summary.json)" if failures_by_input else ""
+    console.print(
+        f"inverted {len(done)} face(s) from {len(paths)} image(s){faces}{skipped} into [bold]{out}[/]; "
+        f"{throughput(tracker, world)}",
+        highlight=False,
+    )
+    if failures_by_input:
         raise typer.Exit(code=1)
+
+
+@dataclass
+class _InvertRun:
+    """What every round of a (sharded) ``invert`` run shares."""
+
+    world: World
+    out: Path
+    size: int
+    cameras: Path | None
+    align: bool
+    all_faces: bool
+    names: OutputNames
+    inverter: Any
+
+    def invert_chunk(
+        self,
+        chunk: list[tuple[int, Path]],
+        records: CompletionRecords,
+        batch_size: int,
+        failures: list[tuple[str, str]],
+        output: Callable[[Path, _Job, Any], None],
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Invert the inputs of one round; returns ``(position, {"inverted", "failed", "outputs"})`` per input and
+        appends ``(input, message)`` to ``failures``. A fully written input gets its completion record."""
+        entries: dict[int, dict[str, Any]] = {}
+        jobs: list[tuple[int, _Job]] = []
+        for index, path in chunk:
+            key = _input_key(path)
+            records.remove(key)  # its outputs are rewritten now; a record would claim them too early
+            entry: dict[str, Any] = {"inverted": [], "failed": {}, "outputs": {}}
+            entries[index] = entry
+            try:
+                new_jobs = _prepare_jobs(
+                    path, self.cameras, self.size, self.align, self.all_faces, self.out, self.names
+                )
+            except TriplaneNetError as exc:
+                entry["failed"][str(path)] = str(exc)
+                failures.append((path.name, str(exc)))
+                continue
+            for job in new_jobs:
+                if job.warning:
+                    tag = f"rank {self.world.rank}: " if self.world.distributed else ""
+                    console.print(f"[yellow]warning:[/] {tag}{job.warning}", highlight=False)
+                entry["outputs"][job.name] = key
+                jobs.append((index, job))
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start : start + batch_size]
+            results = self.inverter.invert_batch(
+                [j.image for _, j in batch], torch.stack([j.camera[0] for _, j in batch])
+            )
+            for (index, job), inversion in zip(batch, results, strict=True):
+                try:
+                    remove_stale_temporaries(self.out / job.name)  # left by a killed run in this folder
+                    output(self.out / job.name, job, inversion)
+                    entries[index]["inverted"].append(job.name)
+                except TriplaneNetError as exc:
+                    face = "" if job.name == self.names.name(job.path) else f" ({job.name})"
+                    entries[index]["failed"][f"{job.path}{face}"] = str(exc)
+                    failures.append((f"{job.path.name} ({job.name})", str(exc)))
+        for index, path in chunk:
+            entry = entries[index]
+            if entry["failed"] or not entry["inverted"]:
+                continue
+            files = [
+                file
+                for name in entry["inverted"]
+                for file in sorted((self.out / name).rglob("*"))
+                if file.is_file() and not file.name.startswith(".")
+            ]
+            records.write(_input_key(path), files, entry, input_file=path)
+        return sorted(entries.items())
 
 
 def _build_inverter(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from triplanenet.cli.common import console, output_folder, progress, user_errors
+from triplanenet.distributed.world import world_from_env
 from triplanenet.errors import ConfigError, TriplaneNetError
+
+if TYPE_CHECKING:
+    from triplanenet.distributed.progress import JobProgress
 
 # Folders are expanded into files with these extensions; files given by name are always tried.
 PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic"}
@@ -42,6 +47,10 @@ def preprocess(
     camera: Annotated[
         str, typer.Option(help="official (label keeps head roll, like EG3D's) | lookat (roll-free look-at).")
     ] = "official",
+    pose: Annotated[
+        str,
+        typer.Option(help="Camera estimator: mesh (468-point face mesh, default) | mtcnn (5 landmarks, older)."),
+    ] = "mesh",
     cameras: Annotated[
         Path | None,
         typer.Option(help="Use these cameras, not estimated ones: official dataset.json / cameras.json / <img>.json."),
@@ -59,6 +68,14 @@ def preprocess(
             "--overwrite",
             help="When OUT already has a crop of the same name from another photo, replace it (default: add the "
             "new one as <stem>_2.png).",
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Skip photos that an earlier run into OUT completed (their completion records, crops and labels "
+            "check out); process the rest. Also how a run under torchrun works.",
         ),
     ] = False,
 ) -> None:
@@ -80,8 +97,27 @@ def preprocess(
         raise ConfigError(f"--camera must be official or lookat, got {camera!r}")
     if max_detect_side < 0 or 0 < max_detect_side < 64:
         raise ConfigError("--max-detect-side must be 0 (full size) or at least 64")
+    if pose not in ("mesh", "mtcnn"):
+        raise ConfigError(f"--pose must be mesh or mtcnn, got {pose!r}")
     paths = expand_inputs(inputs)
     model = load_mtcnn()
+    if pose == "mesh":
+        from triplanenet.preprocess.face_mesh import load_face_mesh
+
+        load_face_mesh()
+    options = {
+        "all_faces": all_faces,
+        "camera": camera,
+        "pad_mode": pad_mode,
+        "min_face_px": min_face_px,
+        "max_detect_side": max_detect_side or None,
+        "cameras": cameras,
+        "deep3d_dir": deep3d,
+        "pose_method": pose,
+    }
+    if resume or world_from_env().distributed:
+        _preprocess_sharded(paths, out, options, overwrite, resume, model)
+        return
     with progress() as bar:
         task = bar.add_task("preprocessing", total=len(paths))
 
@@ -106,12 +142,51 @@ def preprocess(
             model=model,
             on_file=on_file,
             overwrite=overwrite,
+            pose_method=pose,  # type: ignore[arg-type]
         )
     ok = len(report.outcomes) - len(report.failed)
     crops = sum(len(o.outputs) for o in report.outcomes)
     console.print(
         f"preprocessed {ok} of {len(report.outcomes)} photo(s) into {crops} crop(s) in [bold]{out}[/] "
-        f"({report.seconds / max(1, len(report.outcomes)):.2f} s/photo); report: preprocess_report.json",
+        f"({report.seconds / max(1, len(report.outcomes)):.2f} s/photo, "
+        f"{len(report.outcomes) / max(report.seconds, 1e-9):.2f} images/s); report: preprocess_report.json",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
+def _preprocess_sharded(
+    paths: list[Path], out: Path, options: dict[str, Any], overwrite: bool, resume: bool, model: Any
+) -> None:
+    """``preprocess`` split over torchrun's ranks and/or resumed (:mod:`triplanenet.preprocess.sharded`)."""
+    from triplanenet.cli.sharding import job_progress, throughput
+    from triplanenet.distributed.world import process_group
+    from triplanenet.preprocess.batch import PhotoOutcome
+    from triplanenet.preprocess.sharded import preprocess_sharded
+
+    def on_commit(outcome: PhotoOutcome) -> None:
+        if outcome.ok and "--overwrite" in outcome.message:  # a name clash with an existing crop
+            console.print(f"[yellow]note[/] {Path(outcome.path).name}: {outcome.message}", highlight=False)
+
+    with process_group(None) as world, contextlib.ExitStack() as stack:
+
+        def counter(completed: int) -> JobProgress:
+            tracker, _ = stack.enter_context(job_progress(world, "preprocessing", len(paths), completed))
+            return tracker
+
+        report, tracker = preprocess_sharded(
+            world, paths, out, options, overwrite=overwrite, resume=resume, model=model, progress=counter,
+            on_commit=on_commit,
+        )  # fmt: skip
+    if report is None:
+        return
+    ok = len(report.outcomes) - len(report.failed)
+    crops = sum(len(o.outputs) for o in report.outcomes)
+    console.print(
+        f"preprocessed {ok} of {len(report.outcomes)} photo(s) into {crops} crop(s) in [bold]{out}[/]; "
+        f"{throughput(tracker, world)}; report: preprocess_report.json",
         highlight=False,
         soft_wrap=True,
     )
