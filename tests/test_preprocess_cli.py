@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from conftest import needs_mtcnn
 from triplanenet.cli.main import app
+from triplanenet.distributed.records import RECORD_DIR
 from triplanenet.eg3d.camera import camera_label
 from triplanenet.errors import CameraError
 from triplanenet.io.cameras import read_dataset_json, read_label_json, write_dataset_json
@@ -128,7 +129,9 @@ def test_batch_continues_past_bad_files_and_reports_each(batch: tuple[Path, obje
     from triplanenet.data.dataset import FaceDataset
 
     assert len(FaceDataset(out)) == 6
-    assert not list(out.glob(".*")), "temporary files were left behind"
+    leftovers = [p for p in out.glob(".*") if p.name != RECORD_DIR]  # the records are kept for --resume
+    assert not leftovers, "temporary files were left behind"
+    assert len(list((out / RECORD_DIR).glob("*.json"))) == 6  # one completion record per committed photo
 
 
 def test_exif_rotation_is_honoured(batch: tuple[Path, object, dict]) -> None:

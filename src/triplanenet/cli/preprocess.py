@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from triplanenet.cli.common import console, output_folder, progress, user_errors
-from triplanenet.distributed.world import world_from_env
+from triplanenet.cli.common import console, output_folder, user_errors
 from triplanenet.errors import ConfigError, TriplaneNetError
 
 if TYPE_CHECKING:
@@ -88,7 +87,6 @@ def preprocess(
     Example: triplanenet preprocess photos/ --out data/mine --all-faces
     """
     output_folder(out)
-    from triplanenet.preprocess.batch import PhotoOutcome, preprocess_photos
     from triplanenet.preprocess.mtcnn import load_mtcnn
 
     if pad_mode not in ("reflect", "edge", "constant"):
@@ -115,46 +113,9 @@ def preprocess(
         "deep3d_dir": deep3d,
         "pose_method": pose,
     }
-    if resume or world_from_env().distributed:
-        _preprocess_sharded(paths, out, options, overwrite, resume, model)
-        return
-    with progress() as bar:
-        task = bar.add_task("preprocessing", total=len(paths))
-
-        def on_file(outcome: PhotoOutcome) -> None:
-            if not outcome.ok:
-                console.print(f"[red]{outcome.status}[/] {outcome.message}", highlight=False, soft_wrap=True)
-            elif "--overwrite" in outcome.message:  # a name clash with an existing crop (renamed or replaced)
-                name = Path(outcome.path).name
-                console.print(f"[yellow]note[/] {name}: {outcome.message}", highlight=False, soft_wrap=True)
-            bar.advance(task)
-
-        report = preprocess_photos(
-            paths,
-            out,
-            all_faces=all_faces,
-            camera=camera,  # type: ignore[arg-type]
-            pad_mode=pad_mode,  # type: ignore[arg-type]
-            min_face_px=min_face_px,
-            max_detect_side=max_detect_side or None,
-            cameras=cameras,
-            deep3d_dir=deep3d,
-            model=model,
-            on_file=on_file,
-            overwrite=overwrite,
-            pose_method=pose,  # type: ignore[arg-type]
-        )
-    ok = len(report.outcomes) - len(report.failed)
-    crops = sum(len(o.outputs) for o in report.outcomes)
-    console.print(
-        f"preprocessed {ok} of {len(report.outcomes)} photo(s) into {crops} crop(s) in [bold]{out}[/] "
-        f"({report.seconds / max(1, len(report.outcomes)):.2f} s/photo, "
-        f"{len(report.outcomes) / max(report.seconds, 1e-9):.2f} images/s); report: preprocess_report.json",
-        highlight=False,
-        soft_wrap=True,
-    )
-    if report.failed:
-        raise typer.Exit(code=1)
+    # Always through the sharded path (one process = one rank): every committed photo gets a completion record, so
+    # any run, crashed or not, can be resumed with --resume.
+    _preprocess_sharded(paths, out, options, overwrite, resume, model)
 
 
 def _preprocess_sharded(
