@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -17,6 +18,12 @@ from typing import Any
 
 import pytest
 import torch
+
+# A shell starts background jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt handler; the
+# Ctrl-C tests (and the processes they spawn, which inherit the disposition) would see nothing. Give the suite the
+# normal handler wherever it was launched from.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 
