@@ -369,37 +369,40 @@ class TriPlaneEncoderConfig:
         return dataclasses.replace(base, **overrides)
 
     @classmethod
-    def tiny(
-        cls, version: TriPlaneNetVersion = 1, upsampling: Upsampling | None = None, **overrides: Any
+    def _small(
+        cls,
+        version: TriPlaneNetVersion,
+        upsampling: Upsampling | None,
+        body: IRSEConfig,
+        decoder_channels: tuple[int, int, int, int],
+        head_channels: int,
+        overrides: dict[str, Any],
     ) -> TriPlaneEncoderConfig:
-        """Tiny U-Net on 64x64 inputs with 96 output channels (EG3D plane layout). Upsampling defaults to the
-        version's official default (v1 PixelShuffle, v2 nearest)."""
+        """A U-Net on 64x64 inputs reading the version's image channels; upsampling defaults to the version's
+        official default (v1 PixelShuffle, v2 nearest)."""
         mode: Upsampling = upsampling or ("pixelshuffle" if version == 1 else "nearest")
         base = cls(
-            body=IRSEConfig.tiny(input_channels=6 if version == 1 else 9),
+            body=dataclasses.replace(body, input_channels=6 if version == 1 else 9),
             version=version,
             upsampling=mode,
-            decoder_channels=(32, 24, 16, 8),
-            head_channels=32,
+            decoder_channels=decoder_channels,
+            head_channels=head_channels,
             input_resolution=64,
         )
         return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def tiny(
+        cls, version: TriPlaneNetVersion = 1, upsampling: Upsampling | None = None, **overrides: Any
+    ) -> TriPlaneEncoderConfig:
+        """Tiny U-Net on 64x64 inputs with 96 output channels (EG3D plane layout), for tests."""
+        return cls._small(version, upsampling, IRSEConfig.tiny(), (32, 24, 16, 8), 32, overrides)
 
     @classmethod
     def compact(
         cls, version: TriPlaneNetVersion = 2, upsampling: Upsampling | None = None, **overrides: Any
     ) -> TriPlaneEncoderConfig:
         """The bundled default model's second branch: a 7-unit IR-SE U-Net of 32..96 channels on 64x64 inputs
-        (about 1.3 M parameters, ten times the tiny one), wide enough to carry the detail the first branch misses."""
-        mode: Upsampling = upsampling or ("pixelshuffle" if version == 1 else "nearest")
-        base = cls(
-            body=IRSEConfig(
-                units=(1, 2, 2, 2), channels=(32, 48, 64, 96), se_reduction=4, input_channels=6 if version == 1 else 9
-            ),
-            version=version,
-            upsampling=mode,
-            decoder_channels=(96, 64, 48, 32),
-            head_channels=64,
-            input_resolution=64,
-        )
-        return dataclasses.replace(base, **overrides)
+        (about 1.1 M parameters, ten times the tiny one), wide enough to carry the detail the first branch misses."""
+        body = IRSEConfig(units=(1, 2, 2, 2), channels=(32, 48, 64, 96), se_reduction=4)
+        return cls._small(version, upsampling, body, (96, 64, 48, 32), 64, overrides)

@@ -46,6 +46,7 @@ from triplanenet.preprocess.pose import (
     _camera_roll,
     camera_from_face_pose,
     face_rotation,
+    least_squares_lm,
 )
 
 __all__ = [
@@ -270,31 +271,10 @@ def _residuals(
 def _lm(
     params: torch.Tensor, template: torch.Tensor, observed: torch.Tensor, weights: torch.Tensor, focal: float, c: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched Levenberg–Marquardt over (B, 8) starts (forward-difference Jacobians, float64)."""
-    batch, dim = params.shape
-    eye = torch.eye(dim, dtype=params.dtype)
-    damping = torch.full((batch,), 1e-3, dtype=params.dtype)
-    res = _residuals(params, template, observed, weights, focal, c)
-    cost = (res * res).sum(-1)
-    for _ in range(60):
-        probes = _residuals((params[:, None, :] + 1e-7 * eye).reshape(-1, dim), template, observed, weights, focal, c)
-        jac = ((probes.reshape(batch, dim, -1) - res[:, None, :]) / 1e-7).transpose(1, 2)
-        jtj = jac.transpose(1, 2) @ jac
-        grad = (jac.transpose(1, 2) @ res[..., None])[..., 0]
-        diag = torch.diag_embed(torch.diagonal(jtj, dim1=1, dim2=2) + 1e-9)
-        step = -torch.linalg.solve(jtj + damping[:, None, None] * diag, grad)
-        trial = params + step
-        trial_res = _residuals(trial, template, observed, weights, focal, c)
-        trial_cost = (trial_res * trial_res).sum(-1)
-        better = trial_cost < cost
-        params = torch.where(better[:, None], trial, params)
-        res = torch.where(better[:, None], trial_res, res)
-        done = (~better | (cost - trial_cost < 1e-10 * (1.0 + cost))) & (step.abs().amax(-1) < 1e-8)
-        cost = torch.where(better, trial_cost, cost)
-        damping = torch.where(better, damping * 0.3, damping * 10.0).clamp(1e-12, 1e12)
-        if bool(done.all()):
-            break
-    return params, cost
+    """The mesh fit over (B, 8) starts (:func:`~triplanenet.preprocess.pose.least_squares_lm`, float64)."""
+    return least_squares_lm(
+        lambda p: _residuals(p, template, observed, weights, focal, c), params, iterations=60, step_tolerance=1e-8
+    )
 
 
 def fit_mesh_pose(

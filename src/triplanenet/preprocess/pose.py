@@ -33,6 +33,7 @@ MTCNN's landmarks drift towards a frontal layout at large yaw, so |yaw| tends to
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -192,32 +193,28 @@ def _camera_roll(label: torch.Tensor) -> float:
     return float(torch.atan2(sin, cos))
 
 
-def _levenberg_marquardt(
+def least_squares_lm(
+    residual: Callable[[torch.Tensor], torch.Tensor],
     params: torch.Tensor,
-    observed: torch.Tensor,
-    weights: torch.Tensor,
-    template: torch.Tensor,
-    focal_px: float,
-    center_px: float,
+    iterations: int = 100,
+    step_tolerance: float = 1e-9,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched LM over (B, 6) starting points; returns the refined params and their weighted costs (B,).
+    """Batched Levenberg–Marquardt: minimise ``|residual(p)|²`` from each of the (B, D) starting points ``params``.
 
-    Residuals are ``weights · (projection − observed)`` (10 numbers); Jacobians by forward differences (the
-    problem is tiny and smooth, float64).
+    ``residual`` maps (M, D) parameters to (M, R) residuals; Jacobians come from forward differences (step 1e-7:
+    the problems here are tiny and smooth, float64). Each start keeps its own damping and stops when a step no
+    longer lowers its cost and moves it by less than ``step_tolerance``. Returns the refined (B, D) parameters and
+    their costs (B,).
     """
-
-    def residual(p: torch.Tensor) -> torch.Tensor:  # (M, 6) -> (M, 10)
-        return ((project_template(p, template, focal_px, center_px) - observed) * weights).flatten(-2)
-
     batch, dim = params.shape
+    probe_step = 1e-7
     eye = torch.eye(dim, dtype=params.dtype)
-    eps = 1e-7
     damping = torch.full((batch,), 1e-3, dtype=params.dtype)
     res = residual(params)
     cost = (res * res).sum(-1)
-    for _ in range(100):
-        probes = residual((params[:, None, :] + eps * eye).reshape(-1, dim)).reshape(batch, dim, -1)
-        jac = ((probes - res[:, None, :]) / eps).transpose(1, 2)  # (B, 10, 6)
+    for _ in range(iterations):
+        probes = residual((params[:, None, :] + probe_step * eye).reshape(-1, dim)).reshape(batch, dim, -1)
+        jac = ((probes - res[:, None, :]) / probe_step).transpose(1, 2)  # (B, R, D)
         jtj = jac.transpose(1, 2) @ jac
         grad = (jac.transpose(1, 2) @ res[..., None])[..., 0]
         diag = torch.diag_embed(torch.diagonal(jtj, dim1=1, dim2=2) + 1e-9)
@@ -228,12 +225,31 @@ def _levenberg_marquardt(
         better = trial_cost < cost
         params = torch.where(better[:, None], trial, params)
         res = torch.where(better[:, None], trial_res, res)
-        converged = (~better | (cost - trial_cost < 1e-10 * (1.0 + cost))) & (step.abs().amax(-1) < 1e-9)
+        converged = (~better | (cost - trial_cost < 1e-10 * (1.0 + cost))) & (step.abs().amax(-1) < step_tolerance)
         cost = torch.where(better, trial_cost, cost)
         damping = torch.where(better, damping * 0.3, damping * 10.0).clamp(1e-12, 1e12)
         if bool(converged.all()):
             break
     return params, cost
+
+
+def _levenberg_marquardt(
+    params: torch.Tensor,
+    observed: torch.Tensor,
+    weights: torch.Tensor,
+    template: torch.Tensor,
+    focal_px: float,
+    center_px: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5-landmark fit over (B, 6) starting points; returns the refined params and their weighted costs (B,).
+
+    Residuals are ``weights · (projection − observed)`` (10 numbers).
+    """
+
+    def residual(p: torch.Tensor) -> torch.Tensor:  # (M, 6) -> (M, 10)
+        return ((project_template(p, template, focal_px, center_px) - observed) * weights).flatten(-2)
+
+    return least_squares_lm(residual, params, iterations=100, step_tolerance=1e-9)
 
 
 def estimate_pose(
