@@ -36,17 +36,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from triplanenet.eg3d.camera import FFHQ_FOCAL, camera_label, label_to_yaw_pitch
+from triplanenet.eg3d.camera import FFHQ_FOCAL
 from triplanenet.errors import ConfigError, InputImageError
 from triplanenet.preprocess.face_mesh import FACE_MESH_INPUT_SIZE, FaceMeshNet
 from triplanenet.preprocess.pose import (
     CAMERA_DISTANCE,
     POSE_TEMPLATE,
     PoseEstimate,
-    _camera_roll,
-    camera_from_face_pose,
     face_rotation,
     least_squares_lm,
+    pose_estimate,
 )
 
 __all__ = [
@@ -327,21 +326,7 @@ def fit_mesh_pose(
         params, cost = _lm(params, template, observed, weights, focal_px, center_px)
     fitted = params[0]
     error = _project(fitted, template, focal_px, center_px)[:, :2] - observed[:, :2]
-    angles = torch.remainder(fitted[:3] + math.pi, 2 * math.pi) - math.pi
-    label = camera_from_face_pose(angles, fitted[3:6], camera="official")
-    yaw, pitch = label_to_yaw_pitch(label)
-    roll = _camera_roll(label)
-    if camera == "lookat":
-        label = camera_label(yaw.double(), pitch.double())[0]
-    return PoseEstimate(
-        label=label,
-        yaw=float(yaw),
-        pitch=float(pitch),
-        roll=roll,
-        angles=angles.numpy(),
-        translation=fitted[3:6].numpy().copy(),
-        reprojection_error=float(torch.linalg.vector_norm(error, dim=-1).square().mean().sqrt()),
-    )
+    return pose_estimate(fitted[:3], fitted[3:6], error, camera)
 
 
 def estimate_pose_mesh(

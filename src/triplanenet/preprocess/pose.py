@@ -193,6 +193,29 @@ def _camera_roll(label: torch.Tensor) -> float:
     return float(torch.atan2(sin, cos))
 
 
+def pose_estimate(
+    angles: torch.Tensor, translation: torch.Tensor, error: torch.Tensor, camera: Literal["official", "lookat"]
+) -> PoseEstimate:
+    """A fitted face pose as a :class:`PoseEstimate`: angles (3,) wrapped to [-π, π), translation (3,), the
+    (N, 2) reprojection residuals in pixels; the label is the official conversion, or the roll-free look-at camera
+    at the same yaw and pitch with ``camera="lookat"`` (roll is measured on the official label either way)."""
+    angles = torch.remainder(angles + math.pi, 2 * math.pi) - math.pi
+    label = camera_from_face_pose(angles, translation, camera="official")
+    yaw, pitch = label_to_yaw_pitch(label)
+    roll = _camera_roll(label)
+    if camera == "lookat":
+        label = camera_label(yaw.double(), pitch.double())[0]
+    return PoseEstimate(
+        label=label,
+        yaw=float(yaw),
+        pitch=float(pitch),
+        roll=roll,
+        angles=angles.numpy(),
+        translation=translation.numpy().copy(),
+        reprojection_error=float(torch.linalg.vector_norm(error, dim=-1).square().mean().sqrt()),
+    )
+
+
 def least_squares_lm(
     residual: Callable[[torch.Tensor], torch.Tensor],
     params: torch.Tensor,
@@ -301,19 +324,4 @@ def estimate_pose(
     best = int(torch.argmin(cost))
     fitted = params[best]
     error = project_template(fitted, points3d, focal_px, center_px) - lm
-    angles = fitted[:3].clone()
-    angles = torch.remainder(angles + math.pi, 2 * math.pi) - math.pi
-    label = camera_from_face_pose(angles, fitted[3:], camera="official")
-    yaw, pitch = label_to_yaw_pitch(label)
-    roll = _camera_roll(label)
-    if camera == "lookat":
-        label = camera_label(yaw.double(), pitch.double())[0]
-    return PoseEstimate(
-        label=label,
-        yaw=float(yaw),
-        pitch=float(pitch),
-        roll=roll,
-        angles=angles.numpy(),
-        translation=fitted[3:].numpy().copy(),
-        reprojection_error=float(torch.linalg.vector_norm(error, dim=-1).square().mean().sqrt()),
-    )
+    return pose_estimate(fitted[:3], fitted[3:6], error, camera)
