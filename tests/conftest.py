@@ -253,6 +253,19 @@ needs_mtcnn = pytest.mark.skipif(
 """Skip marker for tests that run face detection (MTCNN weights come from the facenet-pytorch wheel)."""
 
 
+def _face_mesh_available() -> bool:
+    from triplanenet.preprocess.face_mesh import FACE_MESH_FILENAME
+    from triplanenet.weights import default_weights_dir
+
+    return (default_weights_dir() / FACE_MESH_FILENAME).is_file()
+
+
+needs_face_mesh = pytest.mark.skipif(
+    not _face_mesh_available(), reason="face-mesh weights missing: run `triplanenet fetch-weights`"
+)
+"""Skip marker for tests that pose faces with the default ``--pose mesh`` estimator (``face_mesh.safetensors``)."""
+
+
 @pytest.fixture
 def fake_persistent(monkeypatch: pytest.MonkeyPatch) -> type:
     """A class that pickles exactly like an NVIDIA persistent object (``_reconstruct_persistent_obj(meta)``)."""

@@ -247,6 +247,34 @@ def test_two_processes_preprocess_the_same_dataset_as_one(tmp_path: Path) -> Non
     assert not (tmp_path / "two" / ".triplanenet-parts").exists()
 
 
+@needs_mtcnn
+def test_two_processes_invert_raw_photos_with_the_pose_option_on_every_rank(tmp_path: Path) -> None:
+    from triplanenet.io.cameras import read_label_json
+    from triplanenet.preprocess.batch import preprocess_photos
+
+    skimage_data = pytest.importorskip("skimage.data")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    face = Image.fromarray(skimage_data.astronaut()).resize((320, 320), Image.Resampling.LANCZOS)
+    face.save(photos / "astro.png")  # rank 0
+    face.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photos / "mirror.png")  # rank 1
+    out = tmp_path / "out"
+    args = ["invert", str(photos), "--out", str(out), "--preset", "tiny", "--device", "cpu", "--batch-size", "1"]
+    two = _torchrun(*args, "--views", "0", "--pose", "mtcnn")
+    assert two.returncode == 0, two.stderr[-3000:]
+    # Each rank aligned its photo with the 5-landmark fit: the cameras are those of `preprocess --pose mtcnn`.
+    expected = preprocess_photos(sorted(photos.iterdir()), tmp_path / "prep", pose_method="mtcnn").labels
+    for name in ("astro", "mirror"):
+        torch.testing.assert_close(read_label_json(out / name / "camera.json"), expected[f"{name}.png"])
+    records = [json.loads(r.read_text()) for r in sorted((out / RECORD_DIR).glob("*.json"))]
+    assert len(records) == 2 and all(r["fingerprint"]["pose"] == "mtcnn" for r in records)
+    for rank, expected in (("0", True), ("1", False)):  # a bad value: one line, from rank 0 only
+        env = {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank}
+        result = runner.invoke(app, [*args, "--pose", "dlib"], env=env, catch_exceptions=False)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert ("error: --pose must be mesh or mtcnn, got 'dlib'" in result.output) is expected, result.output
+
+
 def test_two_processes_evaluate_like_one(tmp_path: Path) -> None:
     args = ["eval", "--method", "triplanenet", "--heads", "2", "--no-mesh-ad", "--yaws=-0.4,0.4", "--device", "cpu"]
     one = _single(*args, "--out", str(tmp_path / "one"))

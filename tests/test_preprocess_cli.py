@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import needs_mtcnn
+from conftest import needs_face_mesh, needs_mtcnn
 from triplanenet.cli.main import app
 from triplanenet.distributed.records import RECORD_DIR
 from triplanenet.eg3d.camera import camera_label
@@ -274,6 +274,72 @@ def test_invert_aligns_unaligned_photos(photos: Path, tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(summary["inverted"]) == ["two_face0", "two_face1"] and summary["method"] == "triplanenet"
     assert (out / "two_face1" / "aligned.png").is_file()
+
+
+def _spy_pose_estimators(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the calls of the face-mesh and the 5-landmark estimator (the real ones still run)."""
+    import triplanenet.preprocess.batch as batch_module
+    import triplanenet.preprocess.mesh_pose as mesh_pose
+
+    calls = {"mesh": 0, "mtcnn": 0}
+    real_mesh, real_mtcnn = mesh_pose.estimate_pose_mesh, batch_module.estimate_pose
+
+    def mesh(*args, **kwargs):
+        calls["mesh"] += 1
+        return real_mesh(*args, **kwargs)
+
+    def mtcnn(*args, **kwargs):
+        calls["mtcnn"] += 1
+        return real_mtcnn(*args, **kwargs)
+
+    monkeypatch.setattr(mesh_pose, "estimate_pose_mesh", mesh)
+    monkeypatch.setattr(batch_module, "estimate_pose", mtcnn)
+    return calls
+
+
+@needs_face_mesh
+def test_pose_option_reaches_the_estimator_in_preprocess_and_invert(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _spy_pose_estimators(monkeypatch)
+    photo = str(photos / "astro_jpeg.jpg")
+    assert _run("preprocess", photo, "--out", str(tmp_path / "p_mesh")).exit_code == 0
+    assert calls == {"mesh": 1, "mtcnn": 0}  # default: the face mesh
+    assert _run("preprocess", photo, "--pose", "mtcnn", "--out", str(tmp_path / "p_five")).exit_code == 0
+    assert calls == {"mesh": 1, "mtcnn": 1}
+
+    calls.update(mesh=0, mtcnn=0)
+    out = tmp_path / "inv"
+    args = ["invert", photo, "--preset", "tiny", "--device", "cpu", "--views", "0", "--out", str(out)]
+    result = _run(*args)
+    assert result.exit_code == 0, result.output
+    assert calls == {"mesh": 1, "mtcnn": 0}  # default: the face mesh, as preprocess
+    mesh_label = read_label_json(out / "astro_jpeg" / "camera.json")
+    torch.testing.assert_close(mesh_label, read_dataset_json(tmp_path / "p_mesh" / "dataset.json")["astro_jpeg.png"])
+    # Another estimator is another option set: --resume redoes the photo with it (and records it).
+    result = _run(*args, "--pose", "mtcnn", "--resume")
+    assert result.exit_code == 0, result.output
+    assert calls == {"mesh": 1, "mtcnn": 1} and "already complete" not in result.output
+    five_label = read_label_json(out / "astro_jpeg" / "camera.json")
+    torch.testing.assert_close(five_label, read_dataset_json(tmp_path / "p_five" / "dataset.json")["astro_jpeg.png"])
+    assert not torch.allclose(mesh_label, five_label, atol=1e-3)
+    (record,) = (out / RECORD_DIR).glob("*.json")
+    assert json.loads(record.read_text())["fingerprint"]["pose"] == "mtcnn"
+    result = _run(*args, "--pose", "mtcnn", "--resume")  # same options: nothing to redo
+    assert result.exit_code == 0 and calls == {"mesh": 1, "mtcnn": 1}
+    assert "1 already complete (--resume)" in " ".join(result.output.split())
+
+
+def test_invert_without_face_mesh_weights(photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIPLANENET_WEIGHTS", str(tmp_path / "no_weights"))
+    photo = str(photos / "astro_jpeg.jpg")
+    args = ["invert", photo, "--preset", "tiny", "--device", "cpu", "--views", "0"]
+    result = _run(*args, "--out", str(tmp_path / "mesh"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "run `triplanenet fetch-weights`" in " ".join(result.output.split())
+    result = _run(*args, "--pose", "mtcnn", "--out", str(tmp_path / "five"))  # needs no face mesh
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "five" / "astro_jpeg" / "camera.json").is_file()
 
 
 def test_too_large_photo_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

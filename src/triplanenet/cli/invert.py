@@ -33,7 +33,7 @@ from triplanenet.cli.sharding import job_progress, throughput
 from triplanenet.distributed.records import CompletionRecords, verify_completed
 from triplanenet.distributed.shard import shard
 from triplanenet.distributed.world import World, process_group
-from triplanenet.errors import TriplaneNetError
+from triplanenet.errors import ConfigError, TriplaneNetError
 from triplanenet.io.atomic import remove_stale_temporaries, write_json_atomic
 
 if TYPE_CHECKING:
@@ -161,15 +161,30 @@ def _prepare(path: Path, cameras: Path | None, size: int) -> _Job:
     return _Job(path, prepared, label, warning)
 
 
+def _needs_alignment(path: Path, cameras: Path | None, align: bool, all_faces: bool) -> bool:
+    """Whether ``invert`` detects, aligns and poses ``path`` itself (``--align``, ``--all-faces``, or no camera)."""
+    from triplanenet.preprocess.batch import has_camera_source
+
+    return align or all_faces or (cameras is None and not has_camera_source(path))
+
+
 def _prepare_jobs(
-    path: Path, cameras: Path | None, size: int, align: bool, all_faces: bool, out: Path, names: OutputNames
+    path: Path,
+    cameras: Path | None,
+    size: int,
+    align: bool,
+    all_faces: bool,
+    out: Path,
+    names: OutputNames,
+    pose: str = "mesh",
 ) -> list[_Job]:
     """Aligned crops with a camera as in :func:`_prepare`; a photo without any camera file (or with ``--align`` /
-    ``--all-faces``) is first detected, aligned (EG3D recipe) and posed, and its crop + camera saved in ``out``."""
+    ``--all-faces``) is first detected, aligned (EG3D recipe) and posed (``pose``: ``mesh`` or ``mtcnn``
+    estimator), and its crop + camera saved in ``out``."""
     from triplanenet.inversion import prepare_image
-    from triplanenet.preprocess.batch import align_photo_for_inversion, has_camera_source
+    from triplanenet.preprocess.batch import align_photo_for_inversion
 
-    if not align and not all_faces and (cameras is not None or has_camera_source(path)):
+    if not _needs_alignment(path, cameras, align, all_faces):
         job = _prepare(path, cameras, size)
         job.name = names.name(path)
         return [job]
@@ -180,7 +195,13 @@ def _prepare_jobs(
     # Each face is inverted as its own job, in its own folder (<name> or <name>_face<k>).
     return [
         _Job(path, prepare_image(face.image, size), face.label, face.note, name=face.name)
-        for face in align_photo_for_inversion(path, out, all_faces=all_faces, face_names=face_names)
+        for face in align_photo_for_inversion(
+            path,
+            out,
+            all_faces=all_faces,
+            face_names=face_names,
+            pose_method=pose,  # type: ignore[arg-type]
+        )
     ]
 
 
@@ -206,6 +227,12 @@ def invert(
     all_faces: Annotated[
         bool, typer.Option("--all-faces", help="With alignment: invert every face as <stem>_face<k>.")
     ] = False,
+    pose: Annotated[
+        str,
+        typer.Option(
+            help="With alignment, camera estimator: mesh (468-point face mesh, default) | mtcnn (5 landmarks, older)."
+        ),
+    ] = "mesh",
     model_path: ModelOption = None,
     checkpoint: CheckpointOption = None,
     generator: GeneratorOption = None,
@@ -253,6 +280,8 @@ def invert(
     if batch_size < 1 or frames < 1:
         raise TriplaneNetError("--batch-size and --frames must be >= 1")
     check_sizes(depth_samples=depth_samples, mesh_resolution=mesh_resolution)
+    if pose not in ("mesh", "mtcnn"):
+        raise ConfigError(f"--pose must be mesh or mtcnn, got {pose!r}")
     yaws = parse_floats(views, "views")
     paths = collect_inputs(inputs)
     torch_device = resolve_device(device)
@@ -269,6 +298,7 @@ def invert(
             "cameras": None if cameras is None else str(cameras.resolve()),
             "align": align,
             "all_faces": all_faces,
+            "pose": pose,
             "views": yaws,
             "steps": steps,
             "seed": seed,
@@ -278,7 +308,9 @@ def invert(
             "video": frames if video else None,
         }
         names = OutputNames(paths, _previous_outputs(out))
-        run = _InvertRun(world, out, model.config.input_resolution, cameras, align, all_faces, names, inverter)
+        run = _InvertRun(
+            world, out, model.config.input_resolution, cameras, align, all_faces, names, inverter, pose=pose
+        )
 
         def output(folder: Path, job: _Job, inversion: Any) -> None:
             _write_outputs(folder, job, inversion, yaws, mesh, mesh_resolution, video, frames)
@@ -346,6 +378,8 @@ class _InvertRun:
     all_faces: bool
     names: OutputNames
     inverter: Any
+    pose: str = "mesh"
+    """Camera estimator for the photos that are aligned here (``--pose``: ``mesh`` or ``mtcnn``)."""
 
     def invert_chunk(
         self,
@@ -366,7 +400,7 @@ class _InvertRun:
             entries[index] = entry
             try:
                 new_jobs = _prepare_jobs(
-                    path, self.cameras, self.size, self.align, self.all_faces, self.out, self.names
+                    path, self.cameras, self.size, self.align, self.all_faces, self.out, self.names, self.pose
                 )
             except TriplaneNetError as exc:
                 entry["failed"][str(path)] = str(exc)

@@ -46,15 +46,19 @@ def invert_video(
     ] = "none",
     camera: Annotated[str, typer.Option(help="official (keeps head roll) | lookat (roll-free).")] = "official",
     pad_mode: Annotated[str, typer.Option(help="Fill outside the frame: reflect | edge | constant.")] = "reflect",
+    pose: Annotated[
+        str,
+        typer.Option(help="Camera estimator: mesh (468-point face mesh, default) | mtcnn (5 landmarks, older)."),
+    ] = "mesh",
     cttr: Annotated[bool, typer.Option("--cttr/--no-cttr", help="Cascaded test-time refinement.")] = False,
     fast: FastOption = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
 ) -> None:
     """Invert every frame of a face video and write reconstruction.mp4, novel_view.mp4, side_by_side.mp4, frames.json.
 
-    Faces are detected per frame and tracked; landmarks and cameras are smoothed over time (--smoothing), frames
-    where detection fails are interpolated from their neighbours. Without a model option the bundled default
-    model (procedural heads, CPU-sized) is used.
+    Faces are detected per frame and tracked; each frame's camera comes from --pose (as in preprocess); landmarks
+    and cameras are smoothed over time (--smoothing), frames where detection fails are interpolated from their
+    neighbours. Without a model option the bundled default model (procedural heads, CPU-sized) is used.
 
     Example: triplanenet invert-video clip.mp4 --out results/clip --checkpoint triplanenet_v2_final.pth
     --generator ffhq512-128.pth --yaw 0.5
@@ -75,6 +79,13 @@ def invert_video(
         raise ConfigError(f"--camera must be official or lookat, got {camera!r}")
     if pad_mode not in ("reflect", "edge", "constant"):
         raise ConfigError(f"--pad-mode must be reflect, edge or constant, got {pad_mode!r}")
+    if pose not in ("mesh", "mtcnn"):
+        raise ConfigError(f"--pose must be mesh or mtcnn, got {pose!r}")
+    face_mesh = None
+    if pose == "mesh":
+        from triplanenet.preprocess.face_mesh import load_face_mesh
+
+        face_mesh = load_face_mesh()  # missing weights: one line (as `preprocess`), before the model is loaded
     torch_device = resolve_device(device)
     settings = fast_settings(fast, torch_device)
     model = load_cli_model(model_path, checkpoint, generator, preset, torch_device)
@@ -88,6 +99,8 @@ def invert_video(
         camera=camera,  # type: ignore[arg-type]
         pad_mode=pad_mode,  # type: ignore[arg-type]
         model=load_mtcnn(device=torch_device),
+        pose=pose,  # type: ignore[arg-type]
+        face_mesh=face_mesh,
     )
     seconds_preprocess = time.perf_counter() - started
     missing = int((~prepared.detected).sum())
@@ -112,6 +125,7 @@ def invert_video(
             "seconds_preprocess": round(seconds_preprocess, 4),
             "preprocess_frames_per_second": round(len(prepared) / max(seconds_preprocess, 1e-9), 3),
             "smoothing": smoothing,
+            "pose": pose,
             "threads": torch.get_num_threads(),
         },
     )

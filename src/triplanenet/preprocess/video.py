@@ -12,9 +12,14 @@ Steps (:func:`prepare_video`):
    *linear* regression (a Savitzky–Golay-style filter of order 1 with Gaussian weights): it removes per-frame
    jitter without lagging behind or flattening steady motion, and frames without a detection get their value from
    the fit to their neighbours (interpolation). No frame with a face at all raises :class:`NoFaceError`.
-4. Every frame is aligned with its smoothed landmarks (EG3D recipe) and posed; the pose parameters (face angles,
-   unwrapped, and translation) are smoothed again with the same filter and turned into EG3D labels, so the
-   camera does not shake either.
+4. Every frame is aligned with its smoothed landmarks (EG3D recipe) and posed with the same estimator as
+   ``preprocess`` / ``invert`` (``pose``: ``"mesh"``, the default, fits the 468-point face mesh of
+   :mod:`~triplanenet.preprocess.mesh_pose` in each crop; ``"mtcnn"`` the 5-landmark mean face,
+   :func:`~triplanenet.preprocess.pose.estimate_pose`); the pose parameters (face angles, unwrapped, and
+   translation) are smoothed again with the same filter and turned into EG3D labels, so the camera does not shake
+   either. With ``"mesh"`` only frames with a detected face are fitted and the others take their pose from the
+   smoothed fit to their neighbours (a face mesh on a frame without a face would be noise); with ``"mtcnn"`` every
+   frame is posed from its (interpolated) landmarks, as before.
 
 ``smoothing`` is the Gaussian's standard deviation in frames (0 = off: raw per-frame values, missing frames still
 interpolated).
@@ -33,6 +38,7 @@ import torch
 
 from triplanenet.errors import ConfigError, InputImageError
 from triplanenet.preprocess.align import AlignedFace, align_face
+from triplanenet.preprocess.face_mesh import FaceMeshNet, load_face_mesh
 from triplanenet.preprocess.mtcnn import MTCNN, Face, NoFaceError, load_mtcnn
 from triplanenet.preprocess.pose import camera_from_face_pose, estimate_pose
 
@@ -206,6 +212,7 @@ class PreparedVideo:
         raw_yaw, raw_pitch: (T,) per-frame pose before the camera smoothing (radians, NaN where no face).
         yaw, pitch: (T,) pose of ``labels``.
         detected: (T,) bool, whether MTCNN found the face in that frame (others are interpolated).
+        pose: the camera estimator used (``"mesh"`` or ``"mtcnn"``).
         landmarks: (T, 5, 2) smoothed landmarks in frame pixels; raw_landmarks: as detected (NaN if missed).
         boxes: (T, 4) detected boxes (NaN if missed).
         fps: frames per second of ``inputs``.
@@ -224,6 +231,7 @@ class PreparedVideo:
     boxes: np.ndarray
     fps: float
     frame_size: tuple[int, int]
+    pose: str = "mesh"
 
     def __len__(self) -> int:
         return int(self.crops.shape[0])
@@ -244,16 +252,30 @@ def prepare_video(
     pad_mode: Literal["reflect", "edge", "constant"] = "reflect",
     model: MTCNN | None = None,
     min_confidence: float = 0.9,
+    pose: Literal["mesh", "mtcnn"] = "mesh",
+    face_mesh: FaceMeshNet | None = None,
 ) -> PreparedVideo:
     """Read, track, smooth, align and pose a clip (see the module docstring).
 
+    Args:
+        pose: camera estimator, ``"mesh"`` (default, 468-point face mesh) or ``"mtcnn"`` (5-landmark fit), as
+            ``preprocess --pose``.
+        face_mesh: the face mesh network for ``pose="mesh"`` (:func:`load_face_mesh`; loaded when None).
+
     Raises:
         InputImageError: unreadable video or no frames; NoFaceError when no frame has a face.
+        ConfigError: unknown ``camera`` or ``pose``.
+        CheckpointError: ``pose="mesh"`` and the face-mesh weights are missing (run ``triplanenet fetch-weights``).
     """
     from triplanenet.eg3d.camera import label_to_yaw_pitch
+    from triplanenet.preprocess.mesh_pose import estimate_pose_mesh
 
     if camera not in ("official", "lookat"):
         raise ConfigError(f"camera must be 'official' or 'lookat', got {camera!r}")
+    if pose not in ("mesh", "mtcnn"):
+        raise ConfigError(f"pose must be 'mesh' or 'mtcnn', got {pose!r}")
+    if pose == "mesh" and face_mesh is None:
+        face_mesh = load_face_mesh()  # missing weights: one error before any frame is read
     # Two passes over the file (detect, then align with the smoothed landmarks) keep one frame in memory at a time.
     iterator, fps = read_video(source, max_frames=max_frames, stride=stride)
     name = Path(source).name if isinstance(source, str | os.PathLike) else "video"
@@ -277,15 +299,23 @@ def prepare_video(
             break
         frame_size = (int(frame.shape[0]), int(frame.shape[1]))
         crop = align_face(frame, smooth[index], pad_mode=pad_mode)
-        pose = estimate_pose(crop.landmarks, crop_size=crop.image.shape[0], camera="official")
         aligned.append(crop)
-        angles[index], trans[index] = pose.angles, pose.translation
+        if pose == "mesh":
+            if not detected[index]:
+                continue  # posed from its neighbours below
+            assert face_mesh is not None
+            estimate = estimate_pose_mesh(crop.image, crop.landmarks, face_mesh, camera="official")
+        else:
+            estimate = estimate_pose(crop.landmarks, crop_size=crop.image.shape[0], camera="official")
+        angles[index], trans[index] = estimate.angles, estimate.translation
         if detected[index]:
-            raw_yaw[index], raw_pitch[index] = pose.yaw, pose.pitch
+            raw_yaw[index], raw_pitch[index] = estimate.yaw, estimate.pitch
     if len(aligned) != count:
         raise InputImageError(f"{name}: the video changed while it was read ({len(aligned)} of {count} frames)")
-    angles = smooth_track(np.unwrap(angles, axis=0), None, smoothing)
-    trans = smooth_track(trans, None, smoothing)
+    posed = detected if pose == "mesh" else np.ones(count, dtype=bool)
+    angles[posed] = np.unwrap(angles[posed], axis=0)
+    angles = smooth_track(angles, posed, smoothing)
+    trans = smooth_track(trans, posed, smoothing)
     labels = torch.stack([camera_from_face_pose(a, t, camera=camera) for a, t in zip(angles, trans, strict=True)])
     yaw, pitch = label_to_yaw_pitch(labels)
     return PreparedVideo(
@@ -301,4 +331,5 @@ def prepare_video(
         boxes=boxes,
         fps=fps,
         frame_size=frame_size,
+        pose=pose,
     )
