@@ -266,6 +266,27 @@ needs_face_mesh = pytest.mark.skipif(
 """Skip marker for tests that pose faces with the default ``--pose mesh`` estimator (``face_mesh.safetensors``)."""
 
 
+def spy_pose_estimators(monkeypatch: pytest.MonkeyPatch, mtcnn_caller: object) -> dict[str, int]:
+    """Count the calls of the face-mesh estimator and of the 5-landmark one as ``mtcnn_caller`` (the module that
+    calls ``estimate_pose``) sees it; the real estimators still run."""
+    import triplanenet.preprocess.mesh_pose as mesh_pose
+
+    calls = {"mesh": 0, "mtcnn": 0}
+    real_mesh, real_mtcnn = mesh_pose.estimate_pose_mesh, mtcnn_caller.estimate_pose  # type: ignore[attr-defined]
+
+    def mesh(*args, **kwargs):
+        calls["mesh"] += 1
+        return real_mesh(*args, **kwargs)
+
+    def mtcnn(*args, **kwargs):
+        calls["mtcnn"] += 1
+        return real_mtcnn(*args, **kwargs)
+
+    monkeypatch.setattr(mesh_pose, "estimate_pose_mesh", mesh)
+    monkeypatch.setattr(mtcnn_caller, "estimate_pose", mtcnn)
+    return calls
+
+
 @pytest.fixture
 def fake_persistent(monkeypatch: pytest.MonkeyPatch) -> type:
     """A class that pickles exactly like an NVIDIA persistent object (``_reconstruct_persistent_obj(meta)``)."""

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import needs_face_mesh, needs_mtcnn
+from conftest import needs_face_mesh, needs_mtcnn, spy_pose_estimators
 from triplanenet.cli.main import app
 from triplanenet.distributed.records import RECORD_DIR
 from triplanenet.eg3d.camera import camera_label
@@ -277,24 +277,9 @@ def test_invert_aligns_unaligned_photos(photos: Path, tmp_path: Path) -> None:
 
 
 def _spy_pose_estimators(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Count the calls of the face-mesh and the 5-landmark estimator (the real ones still run)."""
-    import triplanenet.preprocess.batch as batch_module
-    import triplanenet.preprocess.mesh_pose as mesh_pose
+    import triplanenet.preprocess.batch as caller
 
-    calls = {"mesh": 0, "mtcnn": 0}
-    real_mesh, real_mtcnn = mesh_pose.estimate_pose_mesh, batch_module.estimate_pose
-
-    def mesh(*args, **kwargs):
-        calls["mesh"] += 1
-        return real_mesh(*args, **kwargs)
-
-    def mtcnn(*args, **kwargs):
-        calls["mtcnn"] += 1
-        return real_mtcnn(*args, **kwargs)
-
-    monkeypatch.setattr(mesh_pose, "estimate_pose_mesh", mesh)
-    monkeypatch.setattr(batch_module, "estimate_pose", mtcnn)
-    return calls
+    return spy_pose_estimators(monkeypatch, caller)
 
 
 @needs_face_mesh

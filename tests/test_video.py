@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import needs_face_mesh, needs_mtcnn
+from conftest import needs_face_mesh, needs_mtcnn, spy_pose_estimators
 from triplanenet.cli.main import app
 from triplanenet.errors import ConfigError
 from triplanenet.io.video import write_mp4
@@ -195,24 +195,9 @@ def test_invert_video_tiny_preset_with_options(tmp_path: Path) -> None:
 
 
 def _spy_pose_estimators(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """Count the calls of the face-mesh and the 5-landmark estimator (the real ones still run)."""
-    import triplanenet.preprocess.mesh_pose as mesh_pose
-    import triplanenet.preprocess.video as video_module
+    import triplanenet.preprocess.video as caller
 
-    calls = {"mesh": 0, "mtcnn": 0}
-    real_mesh, real_mtcnn = mesh_pose.estimate_pose_mesh, video_module.estimate_pose
-
-    def mesh(*args, **kwargs):
-        calls["mesh"] += 1
-        return real_mesh(*args, **kwargs)
-
-    def mtcnn(*args, **kwargs):
-        calls["mtcnn"] += 1
-        return real_mtcnn(*args, **kwargs)
-
-    monkeypatch.setattr(mesh_pose, "estimate_pose_mesh", mesh)
-    monkeypatch.setattr(video_module, "estimate_pose", mtcnn)
-    return calls
+    return spy_pose_estimators(monkeypatch, caller)
 
 
 @needs_mtcnn
