@@ -161,13 +161,6 @@ def _prepare(path: Path, cameras: Path | None, size: int) -> _Job:
     return _Job(path, prepared, label, warning)
 
 
-def _needs_alignment(path: Path, cameras: Path | None, align: bool, all_faces: bool) -> bool:
-    """Whether ``invert`` detects, aligns and poses ``path`` itself (``--align``, ``--all-faces``, or no camera)."""
-    from triplanenet.preprocess.batch import has_camera_source
-
-    return align or all_faces or (cameras is None and not has_camera_source(path))
-
-
 def _prepare_jobs(
     path: Path,
     cameras: Path | None,
@@ -182,9 +175,9 @@ def _prepare_jobs(
     ``--all-faces``) is first detected, aligned (EG3D recipe) and posed (``pose``: ``mesh`` or ``mtcnn``
     estimator), and its crop + camera saved in ``out``."""
     from triplanenet.inversion import prepare_image
-    from triplanenet.preprocess.batch import align_photo_for_inversion
+    from triplanenet.preprocess.batch import align_photo_for_inversion, has_camera_source
 
-    if not _needs_alignment(path, cameras, align, all_faces):
+    if not align and not all_faces and (cameras is not None or has_camera_source(path)):
         job = _prepare(path, cameras, size)
         job.name = names.name(path)
         return [job]
