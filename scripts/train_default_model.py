@@ -189,20 +189,18 @@ def demo_table_and_picture(model_path: Path | None = None, picture: Path = READM
     from PIL import Image
 
     from triplanenet.demo import run_demo
+    from triplanenet.io.atomic import atomic_path
 
     with tempfile.TemporaryDirectory() as tmp:
         result = run_demo(Path(tmp) / "heads8", heads=8, model_path=model_path)
         shown = run_demo(Path(tmp) / "heads4", heads=4, model_path=model_path)
         sheet = Image.open(shown.out / "summary.png").convert("RGB")
         small = sheet.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-        picture.parent.mkdir(parents=True, exist_ok=True)
-        staged = picture.with_suffix(".tmp.png")
-        small.save(staged, optimize=True)
-        size = staged.stat().st_size
-        if size > README_PICTURE_LIMIT:
-            staged.unlink()
-            raise SystemExit(f"the README picture would be {size} bytes (limit {README_PICTURE_LIMIT})")
-        staged.replace(picture)
+        with atomic_path(picture) as staged:  # an over-size picture is removed, never replaces the old one
+            small.save(staged, optimize=True)
+            size = staged.stat().st_size
+            if size > README_PICTURE_LIMIT:
+                raise SystemExit(f"the README picture would be {size} bytes (limit {README_PICTURE_LIMIT})")
         error = np.abs(np.asarray(small.convert("RGB"), dtype=np.int16) - np.asarray(sheet, dtype=np.int16))
     return {
         "heads8": result.table,
