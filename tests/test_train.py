@@ -97,6 +97,19 @@ def test_resume_continues_bit_for_bit(dataset_dir: Path, tmp_path: Path) -> None
     assert resumed == straight[6:]
 
 
+def test_learned_sigma_net_width_comes_from_the_config(dataset_dir: Path, tmp_path: Path) -> None:
+    narrow = ("confidence=learned", "confnet_nf=16", "confnet_zdim=32")
+    criteria = build_criteria(_config(dataset_dir, tmp_path / "a", *narrow), torch.device("cpu"), log=lambda _m: None)
+    assert criteria.confidence is not None and criteria.confidence_trainable
+    assert criteria.confidence.cfg.nf == 16 and criteria.confidence.cfg.zdim == 32
+    default = build_criteria(_config(dataset_dir, tmp_path / "b", "confidence=learned"), torch.device("cpu"))
+    assert sum(p.numel() for p in default.confidence.parameters()) > 10 * sum(  # type: ignore[union-attr]
+        p.numel() for p in criteria.confidence.parameters()
+    )
+    with pytest.raises(ConfigError, match="confnet_nf"):
+        _config(dataset_dir, tmp_path / "c", "confnet_nf=24")
+
+
 def test_ctrl_c_saves_a_checkpoint_to_resume_from(dataset_dir: Path, tmp_path: Path) -> None:
     config = _config(dataset_dir, tmp_path / "run")
     trainer = _trainer(config)

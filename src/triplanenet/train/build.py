@@ -216,7 +216,7 @@ def build_criteria(config: TrainConfig, device: torch.device, log: Callable[[str
         confidence = losses.load_confnet(config.confnet).to(device).eval().requires_grad_(False)
     elif config.confidence == "learned":
         torch.manual_seed(config.seed)
-        confidence = losses.ConfNet()
+        confidence = losses.ConfNet(nf=config.confnet_nf, zdim=config.confnet_zdim)
     for note in notes:
         log(f"note: {note}")
     return Criteria(

@@ -125,6 +125,10 @@ class TrainConfig:
     confnet: str | None = None
     """unsup3d checkpoint (``netC``) or our σ-net file, for ``confidence = confnet``."""
     lr_confnet: float = 1e-4
+    confnet_nf: int = 64
+    """Width of the σ-net trained with ``confidence = learned``, a multiple of 16 (unsup3d: 64; bundled model: 16)."""
+    confnet_zdim: int = 128
+    """Bottleneck channels of that σ-net (unsup3d: 128)."""
     synthetic_samples: int = 0
     """EG3D samples (ψ = 1, cameras from the training poses and their mirrors) generated before training."""
     depth_samples: int | None = None
@@ -162,6 +166,8 @@ class TrainConfig:
                 raise ConfigError("need r1_every >= 1, r1_gamma >= 0 and adv_weight >= 0")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError("val_fraction must be in [0, 1)")
+        if self.confnet_nf < 16 or self.confnet_nf % 16 or self.confnet_zdim < 1:
+            raise ConfigError("confnet_nf must be a positive multiple of 16 (GroupNorm groups) and confnet_zdim >= 1")
         if self.confidence == "confnet" and not self.confnet:
             raise ConfigError("confidence = 'confnet' needs confnet = <path to a σ-net checkpoint>")
         for name in ("log_every", "image_every", "val_every", "save_every"):
