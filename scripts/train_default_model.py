@@ -1,15 +1,15 @@
 """Retrain the bundled default model from scratch, reproducibly (CPU is enough; see docs/default_model.md).
 
-    python scripts/train_default_model.py all          # or one stage: world | generator | identity | encoder | export
+    python scripts/train_default_model.py all          # or stages: world generator identity encoder sigma export demo
 
-Stages:
+Stages (in this order; each is resumable or cheap to rerun):
   world      render the procedural heads: 480 identities x 4 views (training) and 24 x 2 (held out), 128²
   generator  fit the small EG3D generator to the training world (auto-decoder, see train/fit_generator.py)
   identity   train the identity network on the training identities (train/identity_net.py)
   encoder    train TriPlaneNet with `triplanenet train` (paper losses, learned σ-net, EG3D synthetic samples)
+  sigma      fit the compact σ-net (eq. 4) on the trained model's mirror residuals -> confnet.safetensors
   export     write src/triplanenet/assets/default/{model,identity}.safetensors + training_record.json
   demo       `triplanenet demo --heads 8` table into the record, and the README picture docs/images/demo_summary.png
-  sigma      fit the compact σ-net (eq. 4) on the trained model's mirror residuals -> confnet.safetensors
 """
 
 from __future__ import annotations
@@ -51,12 +51,12 @@ ENCODER_OVERRIDES = [
     "synthetic_samples=960",
     "batch_size=4",
     # lr 3e-3: on the fitted generator it reached in 100 steps the validation MSE that 1e-3 needed ~170 steps for
-    # (scripts/encoder_fit_probe.py, docs/default_model.md); 1e-2 stalled. Sized to finish in one ~1.7 h session.
+    # (scripts/encoder_fit_probe.py, docs/default_model.md); 1e-2 stalled. Sized to finish in one session (~2 h).
     "lr_psp=3e-3",
     "lr_triplane=3e-3",
     "add_triplanenet=500",
     "stop_psp=3000",
-    "max_steps=4500",
+    "max_steps=5500",
     "val_fraction=0.05",
     "val_every=500",
     "save_every=250",
@@ -139,14 +139,22 @@ def stage_identity(steps: int = 600) -> None:
 def stage_encoder() -> None:
     from triplanenet.cli.train import run_training
 
+    # Wall time over every run of the stage (an interrupted run adds its part, then resumes from its checkpoint).
+    clock = ENCODER_RUN / "stage_seconds.json"
     start = time.perf_counter()
-    logs = run_training("paper", ENCODER_OVERRIDES, resume="auto", device_name="cpu")
+    try:
+        logs = run_training("paper", ENCODER_OVERRIDES, resume="auto", device_name="cpu")
+    finally:
+        runs = json.loads(clock.read_text()) if clock.is_file() else []
+        clock.write_text(json.dumps([*runs, round(time.perf_counter() - start, 1)]))
     curve = json.loads((ENCODER_RUN / "validation.json").read_text())
+    runs = json.loads(clock.read_text())
     _record(
         "encoder",
         {
             "overrides": ENCODER_OVERRIDES,
-            "seconds_this_run": time.perf_counter() - start,
+            "seconds_per_run": runs,
+            "seconds": sum(runs),
             "last": logs,
             "validation": curve,
         },
@@ -235,8 +243,9 @@ STAGES = {
 def stage_sigma(steps: int = 400) -> None:
     """A compact σ-net (ConfNet nf 16) trained with eq. 4 on the mirror residuals of the trained default model.
 
-    The encoder run learns a full-width unsup3d ConfNet (nf 64, 7.7 M parameters) alongside the encoders; to keep
-    the package small we ship this narrower one, fitted afterwards with the same likelihood on the same residuals.
+    The encoder run learns a σ-net of the same width alongside the encoders, but against residuals that kept changing
+    while the encoders trained; the shipped one is fitted afresh, with the same likelihood, to the residuals of the
+    final model (the previous recipe's run learnt a full-width nf-64 σ-net, which this stage also replaced).
     """
     import torch.nn.functional as F
 
