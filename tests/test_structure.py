@@ -112,3 +112,21 @@ def test_public_names_stay_where_the_readme_documents_them() -> None:
     for name in ("DEMO_POSES", "DEMO_SEED", "default_assets_dir", "load_default_model", "load_default_sigma_net"):
         assert getattr(demo, name) is getattr(bundled, name)
     assert demo.load_default_identity_network is bundled.load_default_identity_network
+
+
+def test_readme_python_example_imports_and_calls_what_exists() -> None:
+    from triplanenet.inversion import Inversion
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [part.split("```", 1)[0] for part in readme.split("```python\n")[1:]]
+    assert blocks, "README has no Python example"
+    for block in blocks:
+        tree = ast.parse(block)
+        imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+        exec(compile(ast.Module(body=imports, type_ignores=[]), "README.md", "exec"), {})  # names must exist
+        used = {
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "inversion"
+        }
+        assert used and all(hasattr(Inversion, name) for name in used), sorted(used)
