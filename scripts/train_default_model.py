@@ -187,9 +187,8 @@ def stage_export() -> None:
     )
     identity, metadata = read_safetensors(IDENTITY, IDENTITY_FORMAT, "identity network", "run the identity stage")
     _write_safetensors(ASSETS / "identity.safetensors", _half(identity), metadata)
-    record = json.loads(RECORD.read_text())
-    record["export"] = {name.name: name.stat().st_size for name in sorted(ASSETS.glob("*.safetensors"))}
-    (ASSETS / "training_record.json").write_text(json.dumps(record, indent=2))
+    _record("export", {"bytes": {name.name: name.stat().st_size for name in sorted(ASSETS.glob("*.safetensors"))}})
+    (ASSETS / "training_record.json").write_text(RECORD.read_text())
 
 
 def demo_table_and_picture(model_path: Path | None = None, picture: Path = README_PICTURE) -> dict:
