@@ -145,10 +145,9 @@ def stage_encoder() -> None:
     try:
         logs = run_training("paper", ENCODER_OVERRIDES, resume="auto", device_name="cpu")
     finally:
-        runs = json.loads(clock.read_text()) if clock.is_file() else []
-        clock.write_text(json.dumps([*runs, round(time.perf_counter() - start, 1)]))
+        runs = [*(json.loads(clock.read_text()) if clock.is_file() else []), round(time.perf_counter() - start, 1)]
+        clock.write_text(json.dumps(runs))
     curve = json.loads((ENCODER_RUN / "validation.json").read_text())
-    runs = json.loads(clock.read_text())
     _record(
         "encoder",
         {
