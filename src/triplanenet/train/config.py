@@ -166,8 +166,12 @@ class TrainConfig:
                 raise ConfigError("need r1_every >= 1, r1_gamma >= 0 and adv_weight >= 0")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError("val_fraction must be in [0, 1)")
-        if self.confnet_nf < 16 or self.confnet_nf % 16 or self.confnet_zdim < 1:
-            raise ConfigError("confnet_nf must be a positive multiple of 16 (GroupNorm groups) and confnet_zdim >= 1")
+        from triplanenet.losses.confnet import ConfNetConfig
+
+        try:  # the σ-net's own size check, named by these fields
+            ConfNetConfig(nf=self.confnet_nf, zdim=self.confnet_zdim)
+        except ConfigError as error:
+            raise ConfigError(f"confnet_nf / confnet_zdim: {error}") from None
         if self.confidence == "confnet" and not self.confnet:
             raise ConfigError("confidence = 'confnet' needs confnet = <path to a σ-net checkpoint>")
         for name in ("log_every", "image_every", "val_every", "save_every"):
