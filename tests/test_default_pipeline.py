@@ -171,3 +171,26 @@ def test_verification_scores_hand_computed() -> None:
     assert scores["same_cosine"] == pytest.approx(2.2 / 3, abs=1e-6)
     assert scores["different_cosine"] == pytest.approx(0.24, abs=1e-6)
     assert scores["auc"] == pytest.approx(30 / 36, abs=1e-7)  # a float32 mean
+
+
+def test_the_training_script_stages_resolve_to_valid_configs() -> None:
+    """The encoder and refine stages' overrides load, and refine continues the encoder run where it stopped."""
+    import importlib.util
+
+    from triplanenet.train.config import load_train_config
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_default_model.py"
+    spec = importlib.util.spec_from_file_location("train_default_model", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    encoder = load_train_config("paper", script.ENCODER_OVERRIDES)
+    refine = load_train_config("paper", script.REFINE_OVERRIDES)
+    assert encoder.max_steps == script.ENCODER_STEPS < refine.max_steps
+    assert refine.lr_decay_start == encoder.max_steps and encoder.lr_decay_start is None
+    assert refine.stop_psp <= encoder.max_steps  # the first branch stays frozen throughout refine
+    assert (refine.triplane_losses.pixel, refine.triplane_losses.pixel_weight) == ("l2", 4.0)
+    assert refine.psp_losses == encoder.psp_losses and refine.out != encoder.out
+    same = ("model", "generator", "identity_network", "confidence", "confnet_nf", "synthetic_samples", "seed")
+    assert all(getattr(refine, name) == getattr(encoder, name) for name in same)
+    assert script.ORDER.index("encoder") + 1 == script.ORDER.index("refine") < script.ORDER.index("sigma")

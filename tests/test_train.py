@@ -411,3 +411,26 @@ def test_fine_tuning_from_an_official_format_checkpoint(dataset_dir: Path, tmp_p
         _trainer(_config(dataset_dir, tmp_path / "c", *options, f"init_checkpoint={path}"))
     with pytest.raises(ConfigError, match="triplanenet_version"):
         _trainer(_config(dataset_dir, tmp_path / "d", f"init_checkpoint={path}", "triplanenet_version=1"))
+
+
+def test_lr_decay_reaches_the_optimizers_and_resumes_bit_for_bit(dataset_dir: Path, tmp_path: Path) -> None:
+    decay = ("lr_psp=2e-3", "lr_triplane=1e-3", "lr_decay_start=5", "lr_decay_final=0.25", "save_every=8")
+    config = _config(dataset_dir, tmp_path / "a", *decay)
+    trainer = _trainer(config)
+    seen: list[tuple[float, float]] = []
+
+    def record(_step: int, logs: dict[str, float]) -> None:
+        seen.append((trainer.psp_optimizer.param_groups[0]["lr"], trainer.triplane_optimizer.param_groups[0]["lr"]))
+        straight.append(logs)
+
+    straight: list[dict[str, float]] = []
+    trainer.fit(on_step=record)
+    # Step s trains with factor(s): constant up to step 5, then down to 0.25 x at step 12 (never reached: 0..11).
+    expected = [(2e-3 * config.lr_factor(s), 1e-3 * config.lr_factor(s)) for s in range(12)]
+    assert seen == [pytest.approx(pair) for pair in expected]
+    assert seen[5] == pytest.approx((2e-3, 1e-3)) and seen[11][1] < 0.3e-3
+    resumed = _trainer(_config(dataset_dir, tmp_path / "b", *decay))
+    resumed.load_checkpoint(tmp_path / "a" / "checkpoints" / "step_00000008.pt")
+    after: list[dict[str, float]] = []
+    resumed.fit(on_step=lambda _s, logs: after.append(logs))
+    assert after == straight[8:]

@@ -178,3 +178,42 @@ def test_model_compact_builds_the_bundled_model_sizes() -> None:
     assert model.config == TriPlaneNetConfig.compact(2, generator.config)
     with pytest.raises(ConfigError):
         load_train_config("paper", ["model=huge"])
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    start=st.integers(0, 90),
+    length=st.integers(1, 60),
+    final=st.floats(0.01, 1.0),
+    step=st.integers(0, 200),
+)
+def test_lr_decay_is_a_half_cosine_from_one_to_the_final_factor(
+    start: int, length: int, final: float, step: int
+) -> None:
+    config = TrainConfig(max_steps=start + length, add_triplanenet=0, lr_decay_start=start, lr_decay_final=final)
+    factor = config.lr_factor(step)
+    assert final - 1e-12 <= factor <= 1.0 + 1e-12
+    if step <= start:
+        assert factor == 1.0
+    if step >= start + length:
+        assert factor == pytest.approx(final)
+    if start < step < start + length:  # falling: the next step's factor is not larger
+        assert config.lr_factor(step + 1) <= factor + 1e-12
+    halfway = start + length / 2
+    if length % 2 == 0:
+        assert config.lr_factor(int(halfway)) == pytest.approx((1 + final) / 2)
+    assert TrainConfig(max_steps=start + length, add_triplanenet=0).lr_factor(step) == 1.0  # no decay by default
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["max_steps=100", "lr_decay_start=100"], "lr_decay_start"),
+        (["lr_decay_start=-1"], "lr_decay_start"),
+        (["lr_decay_final=0"], "lr_decay_final"),
+        (["lr_decay_final=1.5"], "lr_decay_final"),
+    ],
+)
+def test_lr_decay_settings_are_checked(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_train_config("tiny", overrides)

@@ -100,6 +100,11 @@ class TrainConfig:
     stop_psp: int = 500_000
     """Step at which the first branch is frozen."""
     max_steps: int = 1_500_000
+    lr_decay_start: int | None = None
+    """Step from which both learning rates fall along a half cosine to ``lr_decay_final`` times their value at
+    ``max_steps``; None keeps them constant (official)."""
+    lr_decay_final: float = 0.1
+    """Learning-rate factor reached at ``max_steps`` when ``lr_decay_start`` is set, in (0, 1]."""
     psp_losses: BranchLossConfig = field(default_factory=BranchLossConfig)
     triplane_losses: BranchLossConfig = field(default_factory=lambda: BranchLossConfig(pixel="smooth_l1"))
     mirror_eps: float = 0.0
@@ -147,6 +152,12 @@ class TrainConfig:
             raise ConfigError("batch_size must be >= 1")
         if not 0 <= self.add_triplanenet <= self.max_steps or self.stop_psp < 0:
             raise ConfigError("need 0 <= add_triplanenet <= max_steps and stop_psp >= 0")
+        if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.max_steps:
+            raise ConfigError(
+                f"lr_decay_start must be in [0, max_steps = {self.max_steps}) or null, got {self.lr_decay_start}"
+            )
+        if not 0.0 < self.lr_decay_final <= 1.0:
+            raise ConfigError(f"lr_decay_final must be in (0, 1], got {self.lr_decay_final}")
         if self.triplanenet_version not in (1, 2):
             raise ConfigError(f"triplanenet_version must be 1 or 2, got {self.triplanenet_version!r}")
         if self.upsampling not in (None, "pixelshuffle", "nearest"):
@@ -183,6 +194,15 @@ class TrainConfig:
             if self.depth_samples < 4:
                 raise ConfigError("depth_samples must be >= 4 (or null for the model's own)")
             DEPTH_SAMPLES.check(self.depth_samples, "depth_samples")
+
+    def lr_factor(self, step: int) -> float:
+        """Learning-rate multiplier at ``step``: 1 before ``lr_decay_start``, then a half cosine from 1 to
+        ``lr_decay_final`` at ``max_steps``."""
+        start = self.lr_decay_start
+        if start is None or step <= start:
+            return 1.0
+        progress = min(1.0, (step - start) / (self.max_steps - start))
+        return self.lr_decay_final + (1.0 - self.lr_decay_final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     @property
     def uses_mirror(self) -> bool:

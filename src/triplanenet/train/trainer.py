@@ -332,6 +332,10 @@ class Trainer:
         """One optimisation step of both branches and the discriminator (as the schedule allows). Returns the logged
         scalars."""
         cfg, model = self.config, self.model
+        factor = cfg.lr_factor(self.step)
+        for optimizer, lr in ((self.psp_optimizer, cfg.lr_psp), (self.triplane_optimizer, cfg.lr_triplane)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * factor
         train_psp = self.step < cfg.stop_psp
         train_triplane = self.step >= cfg.add_triplanenet
         model.psp_encoder.train(train_psp)
