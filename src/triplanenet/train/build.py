@@ -14,10 +14,10 @@ from torch.utils.data import ConcatDataset, Dataset
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
 from triplanenet.errors import ConfigError
+from triplanenet.io.official_training import read_official_checkpoint
 from triplanenet.losses.discriminator import Discriminator, DiscriminatorConfig
 from triplanenet.model import TriPlaneNet, TriPlaneNetConfig
 from triplanenet.train.config import TrainConfig
-from triplanenet.train.official import read_official_checkpoint
 from triplanenet.train.trainer import Criteria, DistributedContext, Trainer
 
 
@@ -44,7 +44,7 @@ def build_model(
     ``init_checkpoint`` may be our model / training checkpoint (its own config) or an official TriPlaneNet file (v1 or
     v2, told from its keys; with ``model = tiny`` its weights must fit the tiny encoders). Its version must be
     ``triplanenet_version``. ``official``: that file's contents when the caller has already read it
-    (:func:`~triplanenet.train.official.read_official_checkpoint`), so it is not read again.
+    (:func:`~triplanenet.io.official_training.read_official_checkpoint`), so it is not read again.
     """
     if config.init_checkpoint:
         model = _initial_model(config, generator, official)

@@ -42,17 +42,17 @@ from triplanenet.io.atomic import (
     write_text_atomic,
 )
 from triplanenet.io.model_checkpoints import TRAINING_CHECKPOINT_FORMAT as CHECKPOINT_FORMAT
-from triplanenet.losses.adversarial import discriminator_logistic_loss, generator_adversarial_loss, r1_penalty
-from triplanenet.losses.confnet import CONFNET_INPUT_SIZE, mirror_sigma
-from triplanenet.losses.reconstruction import l1_loss, l2_loss, smooth_l1_loss
-from triplanenet.model import TriPlaneNet
-from triplanenet.train.config import BranchLossConfig, TrainConfig
-from triplanenet.train.official import (
+from triplanenet.io.official_training import (
     ADAM_STATE,
     RANGER_STATE,
     OfficialStateError,
     optimizer_state_for,
 )
+from triplanenet.losses.adversarial import discriminator_logistic_loss, generator_adversarial_loss, r1_penalty
+from triplanenet.losses.confnet import CONFNET_INPUT_SIZE, mirror_sigma
+from triplanenet.losses.reconstruction import l1_loss, l2_loss, smooth_l1_loss
+from triplanenet.model import TriPlaneNet
+from triplanenet.train.config import BranchLossConfig, TrainConfig
 from triplanenet.train.sampler import BatchSchedule, StepBatchSampler
 
 
@@ -587,11 +587,11 @@ class Trainer:
             self.pose_rng.set_state(state["rng"]["poses"])
 
     def load_official_state(self, official: dict[str, Any], path: str | Path) -> None:
-        """Fine-tuning from an official TriPlaneNet training file (see :mod:`triplanenet.train.official`), given its
-        contents (:func:`~triplanenet.train.official.read_official_checkpoint`) and its path (for messages): load
-        its Ranger states into the encoders' optimizers (learning rates stay this run's) and, with ``adversarial``,
-        its discriminator and that Adam state. The run starts at step 0 of this schedule: the file's ``step`` is
-        logged, not resumed (the released models sit at their ``max_steps``).
+        """Fine-tuning from an official TriPlaneNet training file (:mod:`triplanenet.io.official_training`), given
+        its contents (:func:`~triplanenet.io.official_training.read_official_checkpoint`) and its path (for
+        messages): load its Ranger states into the encoders' optimizers (learning rates stay this run's) and, with
+        ``adversarial``, its discriminator and that Adam state. The run starts at step 0 of this schedule: the
+        file's ``step`` is logged, not resumed (the released models sit at their ``max_steps``).
 
         Raises:
             TrainingError: states that do not fit this run's modules or optimizers.

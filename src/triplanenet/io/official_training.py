@@ -1,4 +1,4 @@
-"""Fine-tuning from an official TriPlaneNet training file (``triplanenet_v2_final.pth`` and the like).
+"""Official TriPlaneNet training files (``triplanenet_v2_final.pth`` and the like), read for fine-tuning.
 
 Such a file is a dict ``{'state_dict', 'opts', 'step', 'best_val_loss', 'psp_optimizer', 'triplane_optimizer'}``,
 plus ``'dis_state_dict'`` and ``'dis_optimizer'`` when it was trained with the discriminator. Its optimizer states
