@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -283,11 +284,11 @@ def test_ablation_runner_smoke(tmp_path: Path) -> None:
     for suffix in ("md", "csv", "png"):
         assert (tmp_path / f"synthetic_samples.{suffix}").is_file()
     assert (tmp_path / "synthetic_samples.png").read_bytes()[:4] == b"\x89PNG"
+    run = json.loads((tmp_path / "runs" / "synthetic_0" / "config.json").read_text())
+    assert (run["triplanenet_version"], run["lr_triplane"], run["model"]) == (2, 3e-3, "tiny")  # the paper's model
 
 
 def test_folder_data_with_ground_truth_and_reference_meshes(tmp_path: Path) -> None:
-    import json
-
     from triplanenet.eval.protocol import folder_set
     from triplanenet.synth.dataset import build_synth_dataset
 
@@ -322,8 +323,6 @@ def test_method_options_from_the_command_line() -> None:
 
 
 def test_bad_ground_truth_and_reference_files_give_clear_errors(tmp_path: Path) -> None:
-    import json
-
     from triplanenet.errors import CheckpointError, TriplaneNetError
     from triplanenet.eval.protocol import folder_set, read_reference_landmarks
     from triplanenet.synth.dataset import build_synth_dataset, read_ground_truth
