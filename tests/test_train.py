@@ -418,12 +418,12 @@ def test_lr_decay_reaches_the_optimizers_and_resumes_bit_for_bit(dataset_dir: Pa
     config = _config(dataset_dir, tmp_path / "a", *decay)
     trainer = _trainer(config)
     seen: list[tuple[float, float]] = []
+    straight: list[dict[str, float]] = []
 
     def record(_step: int, logs: dict[str, float]) -> None:
         seen.append((trainer.psp_optimizer.param_groups[0]["lr"], trainer.triplane_optimizer.param_groups[0]["lr"]))
         straight.append(logs)
 
-    straight: list[dict[str, float]] = []
     trainer.fit(on_step=record)
     # Step s trains with factor(s): constant up to step 5, then down to 0.25 x at step 12 (never reached: 0..11).
     expected = [(2e-3 * config.lr_factor(s), 1e-3 * config.lr_factor(s)) for s in range(12)]
