@@ -37,6 +37,7 @@ RECORD = STAGES_DIR / "record.json"
 GENERATOR_STATE = CACHE / "default" / "generator.state.pt"
 ENCODER_RUN = CACHE / "runs" / "default_encoder"
 REFINE_RUN = CACHE / "runs" / "default_refine"
+FINAL_CHECKPOINT = REFINE_RUN / "checkpoints" / "last.pt"  # the trained model that sigma and export read
 README_PICTURE = ROOT / "docs" / "images" / "demo_summary.png"
 README_PICTURE_LIMIT = 300_000  # bytes
 
@@ -207,7 +208,7 @@ def stage_export() -> None:
     from triplanenet.train.identity_net import IDENTITY_FORMAT
 
     ASSETS.mkdir(parents=True, exist_ok=True)
-    model = load_triplanenet(REFINE_RUN / "checkpoints" / "last.pt")
+    model = load_triplanenet(FINAL_CHECKPOINT)
     tensors = _half(model.state_dict())
     tensors["latent_avg"] = model.latent_avg.detach().float().contiguous()
     _write_safetensors(
@@ -283,7 +284,7 @@ def stage_sigma(steps: int = 400) -> None:
     from triplanenet.synth.dataset import load_synth_world
 
     world = load_synth_world(WORLD_TRAIN)
-    model = load_triplanenet(REFINE_RUN / "checkpoints" / "last.pt").eval()
+    model = load_triplanenet(FINAL_CHECKPOINT).eval()
     size = model.config.input_resolution
     x = model.pool_to_input(world.images[::2])
     cameras = world.cameras[::2]
