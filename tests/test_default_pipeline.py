@@ -174,7 +174,8 @@ def test_verification_scores_hand_computed() -> None:
 
 
 def test_the_training_script_stages_resolve_to_valid_configs() -> None:
-    """The encoder and refine stages' overrides load, and refine continues the encoder run where it stopped."""
+    """The encoder, refine and widen stages' overrides load; refine continues the encoder run where it stopped, and
+    widen starts from refine's last step with the wider second branch and the first branch frozen."""
     import importlib.util
 
     from triplanenet.train.config import load_train_config
@@ -193,4 +194,13 @@ def test_the_training_script_stages_resolve_to_valid_configs() -> None:
     assert refine.psp_losses == encoder.psp_losses and refine.out != encoder.out
     same = ("model", "generator", "identity_network", "confidence", "confnet_nf", "synthetic_samples", "seed")
     assert all(getattr(refine, name) == getattr(encoder, name) for name in same)
-    assert script.ORDER.index("encoder") + 1 == script.ORDER.index("refine") < script.ORDER.index("sigma")
+    widen = load_train_config("paper", script.WIDEN_OVERRIDES)
+    assert widen.init_checkpoint == str(script.REFINED_CHECKPOINT) and script.REFINED_CHECKPOINT.name == (
+        f"step_{refine.max_steps:08d}.pt"
+    )
+    assert widen.triplane_width == 2 and widen.add_triplanenet == 0 and widen.stop_psp == 0
+    assert widen.triplane_losses == refine.triplane_losses and widen.lr_triplane == refine.lr_triplane
+    assert all(getattr(widen, name) == getattr(refine, name) for name in same) and widen.out not in (refine.out,)
+    order = [script.ORDER.index(name) for name in ("encoder", "refine", "widen", "sigma")]
+    assert order == sorted(order) and order[2] - order[0] == 2
+    assert str(script.FINAL_CHECKPOINT).startswith(widen.out)

@@ -434,3 +434,42 @@ def test_lr_decay_reaches_the_optimizers_and_resumes_bit_for_bit(dataset_dir: Pa
     after: list[dict[str, float]] = []
     resumed.fit(on_step=lambda _s, logs: after.append(logs))
     assert after == straight[8:]
+
+
+def test_widening_the_second_branch_continues_from_a_trained_run(dataset_dir: Path, tmp_path: Path) -> None:
+    options = ("max_steps=3", "add_triplanenet=0", "val_fraction=0", "save_every=3", "confidence=learned")
+    source = _trainer(_config(dataset_dir, tmp_path / "a", *options))
+    source.fit()
+    checkpoint = tmp_path / "a" / "checkpoints" / "last.pt"
+    wide_options = (*options, f"init_checkpoint={checkpoint}", "triplane_width=2")
+    trainer = _trainer(_config(dataset_dir, tmp_path / "b", *wide_options))
+    narrow_cfg, wide_cfg = source.model.config.triplane, trainer.model.config.triplane
+    assert wide_cfg == narrow_cfg.widened(2)
+    assert wide_cfg.body.channels == tuple(2 * c for c in narrow_cfg.body.channels)
+    # The widened model renders what the trained one rendered.
+    batch = _batch(trainer)
+    for model in (source.model, trainer.model):
+        model.eval()
+    with torch.no_grad():
+        kwargs = {"x_mirror": batch["image_mirror"], "camera_mirror": batch["camera_mirror"], "deterministic": True}
+        before = source.model(batch["image"], batch["camera"], **kwargs)
+        after = trainer.model(batch["image"], batch["camera"], **kwargs)
+    torch.testing.assert_close(after.offsets, before.offsets, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(after.image, before.image, atol=1e-5, rtol=1e-4)
+    assert before.offsets.abs().mean() > 1e-4
+    # It trains, and its checkpoints load as the wide model.
+    trainer.model.train()
+    history: list[dict[str, float]] = []
+    trainer.fit(on_step=lambda _s, logs: history.append(logs))
+    assert len(history) == 3 and all(math.isfinite(v) for logs in history for v in logs.values())
+    loaded = load_triplanenet(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert loaded.config.triplane == wide_cfg
+    # A run of the same width resumes bit for bit.
+    resumed = _trainer(_config(dataset_dir, tmp_path / "c", *wide_options))
+    resumed.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert resumed.step == 3
+    with pytest.raises(ConfigError, match="triplane_width"):
+        _config(dataset_dir, tmp_path / "d", "triplane_width=0.5")
+    narrower = (*options, f"init_checkpoint={tmp_path / 'b' / 'checkpoints' / 'last.pt'}", "triplane_width=1.5")
+    with pytest.raises(ConfigError, match="narrower"):
+        _trainer(_config(dataset_dir, tmp_path / "e", *narrower))

@@ -176,8 +176,13 @@ def test_model_compact_builds_the_bundled_model_sizes() -> None:
     generator = TriPlaneGenerator(GeneratorConfig.tiny())
     model = build_model(config, generator)
     assert model.config == TriPlaneNetConfig.compact(2, generator.config)
+    wide = build_model(load_train_config("paper", ["model=compact", "triplane_width=1.5"]), generator)
+    assert wide.config.triplane == model.config.triplane.widened(1.5)
+    assert wide.config.triplane.body.channels == (48, 72, 96, 144) and wide.config.psp == model.config.psp
     with pytest.raises(ConfigError):
         load_train_config("paper", ["model=huge"])
+    with pytest.raises(ConfigError, match="whole numbers"):
+        build_model(load_train_config("paper", ["model=compact", "triplane_width=1.1"]), generator)
 
 
 @settings(max_examples=50, deadline=None)

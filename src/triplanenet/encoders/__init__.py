@@ -9,6 +9,7 @@ from triplanenet.encoders.config import (
 from triplanenet.encoders.irse import BottleneckIR, BottleneckIRSE, IRSEBackbone, IRSEBody, SEModule
 from triplanenet.encoders.psp import EqualLinear, GradualStyleBlock, GradualStyleEncoder
 from triplanenet.encoders.triplane_unet import DoubleConv, TriPlaneEncoder, Up
+from triplanenet.encoders.widen import widen_triplane_encoder
 
 __all__ = [
     "BottleneckIR",
@@ -26,4 +27,5 @@ __all__ = [
     "TriPlaneEncoder",
     "TriPlaneEncoderConfig",
     "Up",
+    "widen_triplane_encoder",
 ]

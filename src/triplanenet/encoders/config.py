@@ -323,6 +323,26 @@ class TriPlaneEncoderConfig:
                 f"TriPlaneEncoderConfig.input_resolution must be a power of two >= 16, got {self.input_resolution}"
             )
 
+    def widened(self, factor: float) -> TriPlaneEncoderConfig:
+        """The same U-Net with ``factor`` times the channels in the body, the decoder and the head; what it reads
+        (image and plane channels) and writes (``out_channels``) stay. ``factor = 1`` returns an equal config.
+
+        Raises:
+            ConfigError: ``factor`` is not >= 1, or leaves a width that is not a whole number.
+        """
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or not 1 <= factor <= 16:
+            raise ConfigError(f"the second branch's width factor must be a number in [1, 16], got {factor!r}")
+        widths = (*self.body.channels, *self.decoder_channels, self.head_channels)
+        scaled = [c * factor for c in widths]
+        if any(abs(w - round(w)) > 1e-9 for w in scaled):
+            raise ConfigError(
+                f"width factor {factor} turns the second branch's widths {widths} into fractions; pick a factor that "
+                "gives whole numbers (for the compact model: 1, 1.5, 2, ...)"
+            )
+        new = [round(w) for w in scaled]
+        body = dataclasses.replace(self.body, channels=tuple(new[:4]))
+        return dataclasses.replace(self, body=body, decoder_channels=tuple(new[4:8]), head_channels=new[8])
+
     @property
     def image_channels(self) -> int:
         """Channels of the image tensor the branch reads: 6 (v1) or 9 (v2, with the mirror residual)."""

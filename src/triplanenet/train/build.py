@@ -13,6 +13,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
+from triplanenet.encoders.widen import widen_triplane_encoder
 from triplanenet.errors import ConfigError
 from triplanenet.io.official_training import read_official_checkpoint
 from triplanenet.losses.discriminator import Discriminator, DiscriminatorConfig
@@ -58,6 +59,8 @@ def build_model(
                 f"init_checkpoint {config.init_checkpoint} has the {model.config.triplane.upsampling} decoder but "
                 f"upsampling = {config.upsampling}; drop the upsampling option"
             )
+        if config.triplane_width != 1.0:
+            _widen_second_branch(config, model, generator)
         return model
     torch.manual_seed(config.seed)
     model = TriPlaneNet(_model_config(config, generator), generator=generator)
@@ -67,7 +70,33 @@ def build_model(
     return model
 
 
+def _widen_second_branch(config: TrainConfig, model: TriPlaneNet, generator: TriPlaneGenerator) -> None:
+    """Grow the loaded model's second branch to this run's width (``triplane_width`` over the ``model`` preset),
+    keeping its output; the added weights are seeded by ``seed``."""
+    preset = dataclasses.replace(config, upsampling=model.config.triplane.upsampling)
+    target = _model_config(preset, generator).triplane
+    if model.config.triplane == target:
+        return
+    torch.manual_seed(config.seed)
+    try:
+        model.triplanenet_encoder = widen_triplane_encoder(model.triplanenet_encoder, target)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"init_checkpoint {config.init_checkpoint}: {exc}; triplane_width={config.triplane_width} applies to the "
+            f"model={config.model} preset"
+        ) from None
+    model.config = dataclasses.replace(model.config, triplane=target)
+
+
 def _model_config(config: TrainConfig, generator: TriPlaneGenerator) -> TriPlaneNetConfig:
+    """The ``model`` preset for ``generator``, its second branch ``triplane_width`` times as wide."""
+    preset = _preset_config(config, generator)
+    if config.triplane_width == 1.0:
+        return preset
+    return dataclasses.replace(preset, triplane=preset.triplane.widened(config.triplane_width))
+
+
+def _preset_config(config: TrainConfig, generator: TriPlaneGenerator) -> TriPlaneNetConfig:
     if config.model == "tiny":
         return TriPlaneNetConfig.tiny(config.triplanenet_version, generator.config, config.upsampling)
     if config.model == "compact":

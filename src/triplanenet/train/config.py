@@ -65,8 +65,9 @@ class TrainConfig:
     out: str = "runs/triplanenet"
     """Run folder: checkpoints, TensorBoard logs, the resolved config."""
     model: Literal["official", "tiny", "compact"] = "official"
-    """Encoder sizes: the official model, the tiny test model, or ``compact`` (the bundled default model: tiny pSp,
-    wider second branch; :meth:`~triplanenet.model.TriPlaneNetConfig.compact`)."""
+    """Encoder sizes: the official model, the tiny test model, or ``compact`` (the bundled default model's preset: tiny
+    pSp, wider second branch, :meth:`~triplanenet.model.TriPlaneNetConfig.compact`; the shipped model doubles that
+    branch with ``triplane_width = 2``)."""
     generator: str | None = None
     """EG3D generator checkpoint (.pkl / .pth / .safetensors). None: random weights (tests only)."""
     triplanenet_version: Literal[1, 2] = 2
@@ -76,6 +77,10 @@ class TrainConfig:
     """Second-branch decoder upsampling; None: the version's official default (v1 PixelShuffle, v2 nearest)."""
     init_checkpoint: str | None = None
     """Start from a TriPlaneNet checkpoint (ours or official) instead of the IR-SE initialisation."""
+    triplane_width: float = 1.0
+    """Channels of the second branch (body, decoder, head) relative to the ``model`` preset, e.g. 1.5. With an
+    ``init_checkpoint`` whose second branch is narrower, that branch is widened without changing its output
+    (:func:`~triplanenet.encoders.widen.widen_triplane_encoder`) and training continues from it."""
     irse50: str | None = None
     """ArcFace ``model_ir_se50.pth``: initialises both encoder bodies (as official) and enables the ID loss."""
     identity_network: str | None = None
@@ -152,6 +157,8 @@ class TrainConfig:
             raise ConfigError("batch_size must be >= 1")
         if not 0 <= self.add_triplanenet <= self.max_steps or self.stop_psp < 0:
             raise ConfigError("need 0 <= add_triplanenet <= max_steps and stop_psp >= 0")
+        if isinstance(self.triplane_width, bool) or not 1.0 <= self.triplane_width <= 16.0:
+            raise ConfigError(f"triplane_width must be a number in [1, 16], got {self.triplane_width!r}")
         if self.lr_decay_start is not None and not 0 <= self.lr_decay_start < self.max_steps:
             raise ConfigError(
                 f"lr_decay_start must be in [0, max_steps = {self.max_steps}) or null, got {self.lr_decay_start}"

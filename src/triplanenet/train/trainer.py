@@ -615,6 +615,9 @@ class Trainer:
                 if self.config.optimizer != "ranger":
                     self.log(f"note: {path}: {key} is a Ranger state; optimizer = {self.config.optimizer} starts fresh")
                     continue
+                if key == "triplane_optimizer" and self.config.triplane_width != 1.0:
+                    self.log(f"note: {path}: the second branch was widened; its optimizer starts fresh")
+                    continue
                 saved = optimizer_state_for(official[key], weights, prefix, module, RANGER_STATE, f"{path}: {key}")
                 _load_optimizer(optimizer, saved, lr)
             if self.discriminator is not None and self.discriminator_optimizer is not None:
