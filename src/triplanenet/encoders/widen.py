@@ -16,7 +16,9 @@ from triplanenet.encoders.config import TriPlaneEncoderConfig
 from triplanenet.encoders.triplane_unet import TriPlaneEncoder
 from triplanenet.errors import ConfigError
 
-_CONCAT_INPUT_LAYERS = ("conv.double_conv.0", "conv.double_conv.1")  # inside up1..up4: read [skip, upsampled]
+_DECODER_STEPS = {"up1": 1, "up2": 2, "up3": 3, "up4": 4}
+_CONCAT_NORM = "conv.double_conv.0"  # inside a decoder step: the batch norm over [skip, upsampled]
+_CONCAT_CONV = "conv.double_conv.1"  # and the convolution that reads it
 
 
 def _same_except_widths(narrow: TriPlaneEncoderConfig, wide: TriPlaneEncoderConfig) -> str | None:
@@ -84,17 +86,15 @@ def widen_triplane_encoder(narrow: TriPlaneEncoder, config: TriPlaneEncoderConfi
     wide_state = wide.state_dict()
     concat_inputs = {step: _up_input_positions(narrow.cfg, config, step) for step in range(1, 5)}
     for name, tensor in narrow.state_dict().items():
-        inputs = None
         module, _, leaf = name.rpartition(".")
         top, _, inner = module.partition(".")
-        if top in ("up1", "up2", "up3", "up4") and inner in _CONCAT_INPUT_LAYERS:
-            positions = concat_inputs[int(top[2])]
-            if inner.endswith(".0"):  # the batch norm over the concatenation: its channels are the inputs
-                _embed_channels(wide_state[name], tensor, positions)
-                continue
-            if leaf == "weight":
-                inputs = positions
-        _embed(wide_state[name], tensor, inputs)
+        step = _DECODER_STEPS.get(top)
+        if step is not None and inner == _CONCAT_NORM:
+            _embed_channels(wide_state[name], tensor, concat_inputs[step])
+        elif step is not None and inner == _CONCAT_CONV and leaf == "weight":
+            _embed(wide_state[name], tensor, concat_inputs[step])
+        else:
+            _embed(wide_state[name], tensor, None)
     wide.load_state_dict(wide_state)
     return wide
 
