@@ -359,13 +359,22 @@ class TriPlaneEncoderConfig:
         return "final_head" if self.version == 1 else "final_head_two"
 
     @property
-    def up_in_channels(self) -> tuple[int, int, int, int]:
-        """Input channels of ``up1..up4`` = skip + upsampled channels; (1024, 384, 224, 128) with PixelShuffle."""
-        skips = (self.body.channels[3], self.body.channels[2], self.body.channels[1], self.body.channels[0])
+    def up_skip_channels(self) -> tuple[int, int, int, int]:
+        """Channels of the skip that ``up1..up4`` read first: the body's stages 4, 3, 2, 1."""
+        return (self.body.channels[3], self.body.channels[2], self.body.channels[1], self.body.channels[0])
+
+    @property
+    def up_upsampled_channels(self) -> tuple[int, int, int, int]:
+        """Channels of the upsampled deeper map that ``up1..up4`` concatenate after the skip (up1 upsamples by 1,
+        no channel change; PixelShuffle x2 divides by 4)."""
         deeper = (self.body.channels[3], *self.decoder_channels[:3])
         div = 4 if self.upsampling == "pixelshuffle" else 1
-        # up1 upsamples by 1 (no channel change); the others by 2.
-        ups = (deeper[0], deeper[1] // div, deeper[2] // div, deeper[3] // div)
+        return (deeper[0], deeper[1] // div, deeper[2] // div, deeper[3] // div)
+
+    @property
+    def up_in_channels(self) -> tuple[int, int, int, int]:
+        """Input channels of ``up1..up4`` = skip + upsampled channels; (1024, 384, 224, 128) with PixelShuffle."""
+        skips, ups = self.up_skip_channels, self.up_upsampled_channels
         return (skips[0] + ups[0], skips[1] + ups[1], skips[2] + ups[2], skips[3] + ups[3])
 
     @property

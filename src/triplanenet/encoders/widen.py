@@ -42,18 +42,9 @@ def _same_except_widths(narrow: TriPlaneEncoderConfig, wide: TriPlaneEncoderConf
 
 def _up_input_positions(narrow: TriPlaneEncoderConfig, wide: TriPlaneEncoderConfig, step: int) -> torch.Tensor:
     """Positions, in the wide ``up{step}`` input, of the narrow input channels: the skip part, then the upsampled."""
-    skip_narrow = narrow.up_in_channels[step - 1] - _upsampled_channels(narrow, step)
-    skip_wide = wide.up_in_channels[step - 1] - _upsampled_channels(wide, step)
-    skip = torch.arange(skip_narrow)
-    upsampled = skip_wide + torch.arange(_upsampled_channels(narrow, step))
+    skip = torch.arange(narrow.up_skip_channels[step - 1])
+    upsampled = wide.up_skip_channels[step - 1] + torch.arange(narrow.up_upsampled_channels[step - 1])
     return torch.cat([skip, upsampled])
-
-
-def _upsampled_channels(cfg: TriPlaneEncoderConfig, step: int) -> int:
-    """Channels of the upsampled deeper map that ``up{step}`` (1..4) concatenates after its skip."""
-    deeper = (cfg.body.channels[3], *cfg.decoder_channels[:3])[step - 1]
-    shrink = 4 if cfg.upsampling == "pixelshuffle" and step > 1 else 1
-    return deeper // shrink
 
 
 @torch.no_grad()
