@@ -18,7 +18,7 @@ from triplanenet.cli.train import interrupt_message
 from triplanenet.eg3d.camera import camera_label
 from triplanenet.eg3d.config import GeneratorConfig
 from triplanenet.eg3d.generator import TriPlaneGenerator
-from triplanenet.io.atomic import interrupts_deferred, remove_stale_temporaries
+from triplanenet.io.atomic import interrupts_deferred, remove_stale_temporaries, termination_as_interrupt
 from triplanenet.train.build import build_trainer
 from triplanenet.train.config import load_train_config
 from triplanenet.train.synthetic import generate_synthetic_dataset
@@ -113,6 +113,34 @@ def test_only_atomic_temporaries_are_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", ".x.pt.short.pt", "last.pt"]
 
 
+def test_sigterm_raises_keyboard_interrupt_inside_the_block_and_is_held_back_while_writing() -> None:
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    with pytest.raises(KeyboardInterrupt), termination_as_interrupt(), interrupts_deferred() as received:
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)
+        assert received == [signal.SIGTERM, signal.SIGINT, signal.SIGTERM]  # the block was not cut short
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt), termination_as_interrupt():
+        signal.raise_signal(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_a_sigterm_handler_someone_else_installed_is_left_alone() -> None:
+    calls: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
+    try:
+        with termination_as_interrupt():
+            signal.raise_signal(signal.SIGTERM)  # their handler runs; no KeyboardInterrupt
+            with interrupts_deferred() as received:
+                signal.raise_signal(signal.SIGTERM)
+                assert calls == [signal.SIGTERM] and received == [signal.SIGTERM]
+        assert calls == [signal.SIGTERM, signal.SIGTERM]  # delivered to it after the block
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The Ctrl-C save
 
@@ -168,6 +196,40 @@ def test_a_save_that_never_happened_is_not_reported_as_saved(
     assert "interruptedatstep3beforelast.ptcouldbesaved" in output
     assert "thenewestcheckpointthisrunsaved,last.pt,holdsstep2" in output
     assert "saved" not in output.split("interruptedatstep")[0]
+
+
+def test_sigterm_saves_last_pt_like_ctrl_c(dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``kill <pid>`` (or a scheduler's stop) during training: the step reached is saved, even when a second
+    SIGTERM arrives while that file is written, and the command exits with code 130 and says where it saved.
+    (``raise_signal`` delivers to this thread at once; ``os.kill`` may land on a torch worker thread first.)"""
+    real_step = Trainer.training_step
+    real_state = Trainer.checkpoint_state
+
+    def training_step(self: Trainer, batch: dict) -> dict[str, float]:
+        if self.step == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return real_step(self, batch)
+
+    def checkpoint_state(self: Trainer) -> dict:
+        if self.step == 3:  # the interrupt save: a second SIGTERM while it is written
+            signal.raise_signal(signal.SIGTERM)
+        return real_state(self)
+
+    monkeypatch.setattr(Trainer, "training_step", training_step)
+    monkeypatch.setattr(Trainer, "checkpoint_state", checkpoint_state)
+    out = tmp_path / "run"
+    args = ["train", "tiny", "--device", "cpu"]
+    for item in _overrides(dataset_dir, out, "max_steps=6", "save_every=100"):
+        args += ["-O", item]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 130, result.output
+    output = "".join(result.output.split())
+    assert f"saved{out / 'checkpoints' / 'last.pt'}atstep3".replace(" ", "") in output
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    again = _trainer(dataset_dir, out)
+    again.load_checkpoint(out / "checkpoints" / "last.pt")
+    assert again.step == 3
+    assert not list((out / "checkpoints").glob(".*")), "temporary files left behind"
 
 
 # ---------------------------------------------------------------------------------------------------------------

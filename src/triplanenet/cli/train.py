@@ -10,6 +10,7 @@ import torch
 import typer
 
 from triplanenet.cli.common import console, output_folder, resolve_device, user_errors
+from triplanenet.io.atomic import termination_as_interrupt
 
 
 def _distributed_context(device_name: str):
@@ -54,7 +55,8 @@ def run_training(config_source: str, overrides: list[str], resume: str | None, d
         log(f"resumed from {resume} at step {trainer.step}")
     log(f"training {len(train_set)} images ({0 if val_set is None else len(val_set)} for validation) on {device}")
     try:
-        return trainer.fit()
+        with termination_as_interrupt():  # `kill` or a scheduler's stop saves last.pt like Ctrl-C
+            return trainer.fit()
     except KeyboardInterrupt:
         log(interrupt_message(trainer))
         raise

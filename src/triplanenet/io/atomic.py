@@ -86,30 +86,59 @@ def finite_json(value: Any) -> Any:
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[list[int]]:
-    """Hold Ctrl-C (SIGINT) back while the block runs, so that a group of writes finishes together.
+    """Hold Ctrl-C (SIGINT) back while the block runs, so that a group of writes finishes together; likewise
+    SIGTERM while a Python handler is installed for it (:func:`termination_as_interrupt`).
 
-    An interrupt that arrives meanwhile is delivered again when the block has finished, to the handler that was
-    in place before (Python's default raises ``KeyboardInterrupt`` there; an ignored SIGINT stays ignored). When
-    the block itself fails, its own error propagates instead. Yields the list of signals received so far. Outside
-    the main thread, where Python cannot handle signals, the block runs unprotected.
+    A signal that arrives meanwhile is delivered again when the block has finished, to the handler that was in
+    place before (Python's default raises ``KeyboardInterrupt`` there; an ignored SIGINT stays ignored). When the
+    block itself fails, its own error propagates instead. Yields the list of signals received so far. Outside the
+    main thread, where Python cannot handle signals, the block runs unprotected.
     """
     received: list[int] = []
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
+    if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    held = {
+        signum: handler
+        for signum, handler in previous.items()
+        if callable(handler) or (signum == signal.SIGINT and handler == signal.SIG_DFL)
+    }
+    for signum in held:
+        signal.signal(signum, lambda number, frame: received.append(number))
     try:
         yield received
-    except BaseException:
-        signal.signal(signal.SIGINT, previous)
-        raise
-    signal.signal(signal.SIGINT, previous)
-    if received:
-        if callable(previous):
-            previous(signal.SIGINT, None)  # signal.default_int_handler raises KeyboardInterrupt
-        else:  # SIG_DFL: the process would stop; stop it the Python way
+    finally:
+        for signum, handler in held.items():
+            signal.signal(signum, handler)
+    for signum in dict.fromkeys(received):  # each kind of signal once, in the order they came
+        handler = held[signum]
+        if callable(handler):
+            handler(signum, None)  # signal.default_int_handler raises KeyboardInterrupt
+        else:  # SIGINT at SIG_DFL: the process would stop; stop it the Python way
             raise KeyboardInterrupt
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def termination_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (``kill``, a batch scheduler's stop) like Ctrl-C while the block runs: it raises
+    ``KeyboardInterrupt``, so that the code's interrupt handling (a training run's last save) happens too.
+
+    Only where SIGTERM still has its default action and in the main thread; a handler someone else installed is
+    left alone. The previous handler is back when the block ends.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 _TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}(?:\.[A-Za-z0-9]+)?")
