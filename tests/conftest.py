@@ -260,30 +260,43 @@ def _face_mesh_available() -> bool:
     return (default_weights_dir() / FACE_MESH_FILENAME).is_file()
 
 
+def _tddfa_available() -> bool:
+    from triplanenet.preprocess.tddfa import TDDFA_FILENAME
+    from triplanenet.weights import default_weights_dir
+
+    return (default_weights_dir() / TDDFA_FILENAME).is_file()
+
+
 needs_face_mesh = pytest.mark.skipif(
     not _face_mesh_available(), reason="face-mesh weights missing: run `triplanenet fetch-weights`"
 )
-"""Skip marker for tests that pose faces with the default ``--pose mesh`` estimator (``face_mesh.safetensors``)."""
+"""Skip marker for tests that pose faces with the ``--pose mesh`` estimator (``face_mesh.safetensors``)."""
+needs_tddfa = pytest.mark.skipif(
+    not _tddfa_available(), reason="3DDFA_V2 weights missing: run `triplanenet fetch-weights`"
+)
+"""Skip marker for tests that pose faces with the default ``--pose 3ddfa`` estimator (``tddfa_mb1.safetensors``)."""
 
 
-def spy_pose_estimators(monkeypatch: pytest.MonkeyPatch, mtcnn_caller: object) -> dict[str, int]:
-    """Count the calls of the face-mesh estimator and of the 5-landmark one as ``mtcnn_caller`` (the module that
-    calls ``estimate_pose``) sees it; the real estimators still run."""
+def spy_pose_estimators(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the calls of each camera estimator (``3ddfa``, ``mesh``, ``mtcnn``) as
+    :func:`~triplanenet.preprocess.pose_methods.estimate_face_pose` reaches them; the real estimators still run."""
     import triplanenet.preprocess.mesh_pose as mesh_pose
+    import triplanenet.preprocess.pose_methods as pose_methods
+    import triplanenet.preprocess.tddfa_pose as tddfa_pose
 
-    calls = {"mesh": 0, "mtcnn": 0}
-    real_mesh, real_mtcnn = mesh_pose.estimate_pose_mesh, mtcnn_caller.estimate_pose  # type: ignore[attr-defined]
+    calls = {"3ddfa": 0, "mesh": 0, "mtcnn": 0}
+    for name, module, function in (
+        ("3ddfa", tddfa_pose, "estimate_pose_tddfa"),
+        ("mesh", mesh_pose, "estimate_pose_mesh"),
+        ("mtcnn", pose_methods, "estimate_pose"),
+    ):
+        real = getattr(module, function)
 
-    def mesh(*args, **kwargs):
-        calls["mesh"] += 1
-        return real_mesh(*args, **kwargs)
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
 
-    def mtcnn(*args, **kwargs):
-        calls["mtcnn"] += 1
-        return real_mtcnn(*args, **kwargs)
-
-    monkeypatch.setattr(mesh_pose, "estimate_pose_mesh", mesh)
-    monkeypatch.setattr(mtcnn_caller, "estimate_pose", mtcnn)
+        monkeypatch.setattr(module, function, counted)
     return calls
 
 

@@ -152,9 +152,9 @@ def test_invert_takes_at_most_one_model_source(tmp_path: Path) -> None:
 def test_invert_rejects_an_unknown_pose(tmp_path: Path) -> None:
     result = _run("invert", str(tmp_path / "photo.jpg"), "--pose", "dlib", "--out", str(tmp_path / "o"))
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.output.strip().splitlines() == ["error: --pose must be mesh or mtcnn, got 'dlib'"]
+    assert result.output.strip().splitlines() == ["error: --pose must be 3ddfa, mesh or mtcnn, got 'dlib'"]
     result = _run("preprocess", str(tmp_path / "photo.jpg"), "--pose", "dlib", "--out", str(tmp_path / "p"))
-    assert result.exit_code == 1 and result.output.strip() == "error: --pose must be mesh or mtcnn, got 'dlib'"
+    assert result.exit_code == 1 and result.output.strip() == "error: --pose must be 3ddfa, mesh or mtcnn, got 'dlib'"
 
 
 def test_convert_official_pickle_then_generate(tmp_path: Path) -> None:

@@ -272,7 +272,7 @@ def test_two_processes_invert_raw_photos_with_the_pose_option_on_every_rank(tmp_
         env = {"WORLD_SIZE": "2", "RANK": rank, "LOCAL_RANK": rank}
         result = runner.invoke(app, [*args, "--pose", "dlib"], env=env, catch_exceptions=False)
         assert result.exit_code == 1 and "Traceback" not in result.output
-        assert ("error: --pose must be mesh or mtcnn, got 'dlib'" in result.output) is expected, result.output
+        assert ("error: --pose must be 3ddfa, mesh or mtcnn, got 'dlib'" in result.output) is expected, result.output
 
 
 def test_two_processes_evaluate_like_one(tmp_path: Path) -> None:

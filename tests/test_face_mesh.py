@@ -253,7 +253,7 @@ def test_network_landmarks_land_on_the_face() -> None:
 def test_mirrored_photo_gives_mirrored_camera() -> None:
     from triplanenet.preprocess import preprocess_face
 
-    net = _mesh_net()
+    _mesh_net()
     folder, _ = _real_photos()
     # MTCNN is not exactly mirror-equivariant, so the crops can differ; the mesh and fit are exact. goae_3's mirror
     # keeps the crop (measured yaw difference 0.03°); the mirrored 60° profile goae_11 is re-aligned 8 % larger and
@@ -261,8 +261,8 @@ def test_mirrored_photo_gives_mirrored_camera() -> None:
     # to the side moves it 0.6°).
     for name, yaw_tolerance in (("goae_3.jpg", 1.0), ("goae_11.jpg", 1.5)):
         image = np.asarray(Image.open(folder / name).convert("RGB"))
-        a = preprocess_face(image, face_mesh=net)
-        b = preprocess_face(np.ascontiguousarray(image[:, ::-1]), face_mesh=net)
+        a = preprocess_face(image, pose="mesh")
+        b = preprocess_face(np.ascontiguousarray(image[:, ::-1]), pose="mesh")
         assert math.degrees(abs(b.pose.yaw + a.pose.yaw)) < yaw_tolerance
         assert math.degrees(abs(b.pose.pitch - a.pose.pitch)) < 1.0
         assert math.degrees(abs(b.pose.roll + a.pose.roll)) < 1.0
@@ -287,11 +287,11 @@ def test_exactly_mirrored_crop_gives_exactly_mirrored_mesh() -> None:
 def test_realigning_an_official_crop_keeps_it() -> None:
     from triplanenet.preprocess import preprocess_face
 
-    net = _mesh_net()
+    _mesh_net()
     folder, labels = _real_photos()
     for name, _ in labels:
         image = np.asarray(Image.open(folder / name).convert("RGB"))
-        result = preprocess_face(image, face_mesh=net)
+        result = preprocess_face(image, pose="mesh")
         transform = result.aligned.transform
         scale = math.sqrt(abs(float(np.linalg.det(transform[:, :2]))))
         centre = np.array([255.5, 255.5])

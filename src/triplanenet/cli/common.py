@@ -53,6 +53,13 @@ PresetOption = Annotated[
     typer.Option(help="'tiny' (v1) or 'tiny-v2': random-weight models, for testing the pipeline."),
 ]
 DeviceOption = Annotated[str, typer.Option(help="cpu | cuda | auto")]
+PoseOption = Annotated[
+    str,
+    typer.Option(
+        help="Camera estimator: 3ddfa (3DDFA_V2 head-pose network, default) | mesh (468-point face mesh fit) | "
+        "mtcnn (5 landmarks). Accuracy: docs/cameras.md."
+    ),
+]
 FastOption = Annotated[
     str | None,
     typer.Option(

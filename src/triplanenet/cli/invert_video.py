@@ -14,6 +14,7 @@ from triplanenet.cli.common import (
     FastOption,
     GeneratorOption,
     ModelOption,
+    PoseOption,
     PresetOption,
     console,
     fast_settings,
@@ -23,6 +24,7 @@ from triplanenet.cli.common import (
     user_errors,
 )
 from triplanenet.errors import ConfigError
+from triplanenet.preprocess.pose_methods import PoseNetworks, check_pose_method
 
 
 @user_errors
@@ -46,10 +48,7 @@ def invert_video(
     ] = "none",
     camera: Annotated[str, typer.Option(help="official (keeps head roll) | lookat (roll-free).")] = "official",
     pad_mode: Annotated[str, typer.Option(help="Fill outside the frame: reflect | edge | constant.")] = "reflect",
-    pose: Annotated[
-        str,
-        typer.Option(help="Camera estimator: mesh (468-point face mesh, default) | mtcnn (5 landmarks, older)."),
-    ] = "mesh",
+    pose: PoseOption = "3ddfa",
     cttr: Annotated[bool, typer.Option("--cttr/--no-cttr", help="Cascaded test-time refinement.")] = False,
     fast: FastOption = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | auto")] = "auto",
@@ -79,13 +78,7 @@ def invert_video(
         raise ConfigError(f"--camera must be official or lookat, got {camera!r}")
     if pad_mode not in ("reflect", "edge", "constant"):
         raise ConfigError(f"--pad-mode must be reflect, edge or constant, got {pad_mode!r}")
-    if pose not in ("mesh", "mtcnn"):
-        raise ConfigError(f"--pose must be mesh or mtcnn, got {pose!r}")
-    face_mesh = None
-    if pose == "mesh":
-        from triplanenet.preprocess.face_mesh import load_face_mesh
-
-        face_mesh = load_face_mesh()  # missing weights: one line (as `preprocess`), before the model is loaded
+    networks = PoseNetworks.load(check_pose_method(pose, "--pose"))  # missing weights: one line, before the model
     torch_device = resolve_device(device)
     settings = fast_settings(fast, torch_device)
     model = load_cli_model(model_path, checkpoint, generator, preset, torch_device)
@@ -99,8 +92,8 @@ def invert_video(
         camera=camera,  # type: ignore[arg-type]
         pad_mode=pad_mode,  # type: ignore[arg-type]
         model=load_mtcnn(device=torch_device),
-        pose=pose,  # type: ignore[arg-type]
-        face_mesh=face_mesh,
+        pose=networks.method,
+        networks=networks,
     )
     seconds_preprocess = time.perf_counter() - started
     missing = int((~prepared.detected).sum())

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from triplanenet.cli.common import console, output_folder, user_errors
+from triplanenet.cli.common import PoseOption, console, output_folder, user_errors
 from triplanenet.errors import ConfigError, TriplaneNetError
+from triplanenet.preprocess.pose_methods import PoseNetworks, check_pose_method
 
 if TYPE_CHECKING:
     from triplanenet.distributed.progress import JobProgress
@@ -46,10 +47,7 @@ def preprocess(
     camera: Annotated[
         str, typer.Option(help="official (label keeps head roll, like EG3D's) | lookat (roll-free look-at).")
     ] = "official",
-    pose: Annotated[
-        str,
-        typer.Option(help="Camera estimator: mesh (468-point face mesh, default) | mtcnn (5 landmarks, older)."),
-    ] = "mesh",
+    pose: PoseOption = "3ddfa",
     cameras: Annotated[
         Path | None,
         typer.Option(help="Use these cameras, not estimated ones: official dataset.json / cameras.json / <img>.json."),
@@ -95,14 +93,10 @@ def preprocess(
         raise ConfigError(f"--camera must be official or lookat, got {camera!r}")
     if max_detect_side < 0 or 0 < max_detect_side < 64:
         raise ConfigError("--max-detect-side must be 0 (full size) or at least 64")
-    if pose not in ("mesh", "mtcnn"):
-        raise ConfigError(f"--pose must be mesh or mtcnn, got {pose!r}")
+    check_pose_method(pose, "--pose")
     paths = expand_inputs(inputs)
     model = load_mtcnn()
-    if pose == "mesh":
-        from triplanenet.preprocess.face_mesh import load_face_mesh
-
-        load_face_mesh()
+    PoseNetworks.load(pose)  # missing weights: one line before any photo
     options = {
         "all_faces": all_faces,
         "camera": camera,

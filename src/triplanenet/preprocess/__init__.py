@@ -5,8 +5,9 @@ Steps (EG3D ``preprocess_in_the_wild.py``, reused by TriPlaneNet):
 1. :func:`detect_faces` — MTCNN boxes + 5 landmarks (weights from the ``facenet-pytorch`` wheel, read as files);
 2. :func:`align_face` — Deep3DFaceRecon ``align_img`` fit to the standard 3D landmarks, 1024 crop at
    ``rescale_factor`` 300, centre 700, LANCZOS to 512 (and 256 for the encoder);
-3. :func:`estimate_pose` — mean-face 5-point pose fit in the crop, converted like ``3dface2idr_mat.py`` +
-   ``preprocess_face_cameras.py`` (radius 2.7, focal 4.2647). A stand-in for Deep3DFaceRecon.
+3. the head pose in the crop, by default 3DDFA_V2's 3DMM regressor (a stand-in for Deep3DFaceRecon; the face
+   mesh and 5-point fits are the alternatives, :mod:`.pose_methods`), converted like ``3dface2idr_mat.py`` +
+   ``preprocess_face_cameras.py`` (radius 2.7, focal 4.2647).
 
 :func:`preprocess_face` runs all three.
 
@@ -20,12 +21,11 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
 
-from triplanenet.errors import ConfigError
 from triplanenet.preprocess.align import (
     LM3D_STD,
     TEMPLATE_LANDMARKS_512,
@@ -34,8 +34,7 @@ from triplanenet.preprocess.align import (
     apply_affine,
     fit_landmarks_pos,
 )
-from triplanenet.preprocess.face_mesh import FaceMeshNet, load_face_mesh
-from triplanenet.preprocess.mesh_pose import estimate_pose_mesh
+from triplanenet.preprocess.face_mesh import FaceMeshNet
 from triplanenet.preprocess.mtcnn import (
     LANDMARK_NAMES,
     MTCNN,
@@ -47,23 +46,33 @@ from triplanenet.preprocess.mtcnn import (
     nms,
 )
 from triplanenet.preprocess.pose import PoseEstimate, camera_from_face_pose, estimate_pose
+from triplanenet.preprocess.pose_methods import (
+    DEFAULT_POSE_METHOD,
+    POSE_METHODS,
+    PoseMethod,
+    PoseNetworks,
+    estimate_face_pose,
+)
 
 __all__ = [
     "LANDMARK_NAMES",
     "LM3D_STD",
     "MIN_CONFIDENCE",
     "MTCNN",
+    "POSE_METHODS",
     "TEMPLATE_LANDMARKS_512",
     "AlignedFace",
     "Face",
     "NoFaceError",
     "PoseEstimate",
+    "PoseNetworks",
     "PreprocessedFace",
     "align_face",
     "apply_affine",
     "batched_nms",
     "camera_from_face_pose",
     "detect_faces",
+    "estimate_face_pose",
     "estimate_pose",
     "fit_landmarks_pos",
     "load_mtcnn",
@@ -115,8 +124,8 @@ def preprocess_face(
     pad_mode: Literal["reflect", "edge", "constant"] = "reflect",
     model: MTCNN | None = None,
     what: str = "image",
-    pose: Literal["mesh", "mtcnn"] = "mesh",
-    face_mesh: FaceMeshNet | None = None,
+    pose: PoseMethod = DEFAULT_POSE_METHOD,
+    networks: PoseNetworks | None = None,
     pitch_offset: float | None = None,
 ) -> PreprocessedFace:
     """Detect, align and pose the main face of a photo, like EG3D's in-the-wild preprocessing.
@@ -132,21 +141,21 @@ def preprocess_face(
         pad_mode: fill outside the photo: ``"reflect"``, ``"edge"`` or ``"constant"`` (black, EG3D's script).
         model: MTCNN from :func:`load_mtcnn` (loaded on first use when None).
         what: how to name the image in error messages (e.g. its file name).
-        pose: ``"mesh"`` (default: 468-point face mesh + canonical face fit, :mod:`.mesh_pose`) or ``"mtcnn"``
-            (5-landmark mean-face fit, :func:`estimate_pose`).
-        face_mesh: the face mesh network (:func:`load_face_mesh`; loaded on first use when None).
-        pitch_offset: override :data:`~triplanenet.preprocess.mesh_pose.PITCH_OFFSET` (calibration only).
+        pose: ``"3ddfa"`` (default: 3DDFA_V2's head-pose regressor, :mod:`.tddfa_pose`), ``"mesh"`` (468-point
+            face mesh + canonical face fit, :mod:`.mesh_pose`) or ``"mtcnn"`` (5-landmark mean-face fit,
+            :func:`estimate_pose`); see :mod:`.pose_methods`.
+        networks: the estimator's network (:meth:`PoseNetworks.load`; loaded on first use when None).
+        pitch_offset: with ``pose="mesh"``, override :data:`~triplanenet.preprocess.mesh_pose.PITCH_OFFSET`
+            (calibration only).
 
     Raises:
         NoFaceError: no face above ``min_confidence``.
         InputImageError: unusable image.
-        CheckpointError: MTCNN or face-mesh weights missing.
+        CheckpointError: MTCNN or the estimator's weights missing.
         ConfigError: unknown ``pose``.
     """
-    if pose not in ("mesh", "mtcnn"):
-        raise ConfigError(f"pose must be 'mesh' or 'mtcnn', got {pose!r}")
-    if pose == "mesh" and face_mesh is None:
-        face_mesh = load_face_mesh()
+    if networks is None or networks.method != pose:
+        networks = PoseNetworks.load(pose)
     faces = [face for face in detect_faces(image, model=model) if face.score > min_confidence]
     if not faces:
         raise NoFaceError(
@@ -155,10 +164,11 @@ def preprocess_face(
         )
     face = faces[0]
     aligned = align_face(image, face.landmarks, pad_mode=pad_mode, keep_aligned=True)
-    if pose == "mesh":
-        assert face_mesh is not None
-        kwargs = {} if pitch_offset is None else {"pitch_offset": pitch_offset}
-        estimate = estimate_pose_mesh(aligned.image, aligned.landmarks, face_mesh, camera=camera, **kwargs)
+    if pose == "mesh" and pitch_offset is not None:
+        from triplanenet.preprocess.mesh_pose import estimate_pose_mesh
+
+        mesh_net = cast(FaceMeshNet, networks.network)
+        estimate = estimate_pose_mesh(aligned.image, aligned.landmarks, mesh_net, camera, pitch_offset=pitch_offset)
     else:
-        estimate = estimate_pose(aligned.landmarks, crop_size=aligned.image.shape[0], camera=camera)
+        estimate = estimate_face_pose(aligned, face.box, networks, camera=camera)
     return PreprocessedFace(face=face, aligned=aligned, pose=estimate)

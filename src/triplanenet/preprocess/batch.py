@@ -9,7 +9,7 @@ What :func:`preprocess_photos` does for each input file:
    landmarks back to full-resolution pixel coordinates, so the crop itself is cut from the full-resolution photo.
 3. Faces below ``min_confidence`` are dropped; faces narrower than ``min_face_px`` (full-resolution pixels) are
    refused with a "too small" message (a 25-pixel face would be upsampled ~10× into the 512² crop).
-4. :func:`~triplanenet.preprocess.align.align_face` + :func:`~triplanenet.preprocess.pose.estimate_pose` on the
+4. :func:`~triplanenet.preprocess.align.align_face` + the ``pose_method`` camera estimator (:mod:`.pose_methods`) on the
    largest face (or on every face with ``all_faces``), unless a camera is supplied: an official ``dataset.json`` /
    ``cameras.json`` / per-image JSON (``cameras``), or a folder of Deep3DFaceRecon ``<stem>.mat`` outputs
    (``deep3d_dir``, see :func:`read_deep3d_mat`).
@@ -47,7 +47,8 @@ from triplanenet.io.images import CorruptImageError, ImageTooLargeError, NotAnIm
 from triplanenet.preprocess import MIN_CONFIDENCE, PreprocessedFace
 from triplanenet.preprocess.align import align_face
 from triplanenet.preprocess.mtcnn import MTCNN, Face, NoFaceError, detect_faces, load_mtcnn
-from triplanenet.preprocess.pose import PoseEstimate, camera_from_face_pose, estimate_pose
+from triplanenet.preprocess.pose import PoseEstimate, camera_from_face_pose
+from triplanenet.preprocess.pose_methods import DEFAULT_POSE_METHOD, PoseMethod, PoseNetworks, estimate_face_pose
 
 __all__ = [
     "DEFAULT_MAX_DETECT_SIDE",
@@ -75,7 +76,6 @@ DEFAULT_MIN_FACE_PX = 32
 
 CameraMode = Literal["official", "lookat"]
 PadMode = Literal["reflect", "edge", "constant"]
-PoseMethod = Literal["mesh", "mtcnn"]
 
 
 class FaceTooSmallError(NoFaceError):
@@ -200,20 +200,14 @@ def crop_face(
     camera: CameraMode = "official",
     pad_mode: PadMode = "reflect",
     label: torch.Tensor | None = None,
-    pose_method: PoseMethod = "mesh",
+    pose_method: PoseMethod = DEFAULT_POSE_METHOD,
 ) -> PreprocessedFace:
     """Align one detected face and estimate its camera (or keep ``label`` when the user supplied one).
 
-    ``pose_method``: ``"mesh"`` (468-point face mesh fit, :mod:`triplanenet.preprocess.mesh_pose`) or ``"mtcnn"``
-    (5-landmark fit, :func:`~triplanenet.preprocess.pose.estimate_pose`)."""
+    ``pose_method``: the camera estimator, ``"3ddfa"``, ``"mesh"`` or ``"mtcnn"``
+    (:mod:`triplanenet.preprocess.pose_methods`)."""
     aligned = align_face(image, face.landmarks, pad_mode=pad_mode, keep_aligned=True)
-    if pose_method == "mesh":
-        from triplanenet.preprocess.face_mesh import load_face_mesh
-        from triplanenet.preprocess.mesh_pose import estimate_pose_mesh
-
-        pose = estimate_pose_mesh(aligned.image, aligned.landmarks, load_face_mesh(), camera=camera)
-    else:
-        pose = estimate_pose(aligned.landmarks, crop_size=aligned.image.shape[0], camera=camera)
+    pose = estimate_face_pose(aligned, face.box, PoseNetworks.load(pose_method), camera=camera)
     if label is not None:
         from triplanenet.eg3d.camera import label_to_yaw_pitch, validate_label
 
@@ -448,7 +442,7 @@ def preprocess_photos(
     model: MTCNN | None = None,
     on_file: Callable[[PhotoOutcome], None] | None = None,
     overwrite: bool = False,
-    pose_method: PoseMethod = "mesh",
+    pose_method: PoseMethod = DEFAULT_POSE_METHOD,
 ) -> PreprocessReport:
     """Preprocess photo files into a training-ready folder (see the module docstring for the outputs).
 
@@ -472,7 +466,7 @@ def preprocess_photos(
         model: MTCNN (loaded once when None).
         on_file: called after each file (progress bars).
         overwrite: replace an existing crop of the same name even when it was made from another photo.
-        pose_method: ``"mesh"`` (default, 468-point face mesh) or ``"mtcnn"`` (5-landmark fit) camera estimator.
+        pose_method: camera estimator, ``"3ddfa"`` (default), ``"mesh"`` or ``"mtcnn"`` (:mod:`.pose_methods`).
 
     Raises:
         ConfigError: bad options (``all_faces`` with user cameras, both camera sources).
@@ -480,12 +474,7 @@ def preprocess_photos(
     """
     if camera not in ("official", "lookat"):
         raise ConfigError(f"camera must be 'official' or 'lookat', got {camera!r}")
-    if pose_method not in ("mesh", "mtcnn"):
-        raise ConfigError(f"pose must be 'mesh' or 'mtcnn', got {pose_method!r}")
-    if pose_method == "mesh":
-        from triplanenet.preprocess.face_mesh import load_face_mesh
-
-        load_face_mesh()  # missing weights: one error for the whole batch, not one per photo
+    PoseNetworks.load(pose_method)  # unknown method or missing weights: one error for the batch, not one per photo
     if pad_mode not in ("reflect", "edge", "constant"):
         raise ConfigError(f"pad mode must be 'reflect', 'edge' or 'constant', got {pad_mode!r}")
     if cameras is not None and deep3d_dir is not None:
@@ -591,7 +580,7 @@ def align_photo_for_inversion(
     camera: CameraMode = "official",
     pad_mode: PadMode = "reflect",
     face_names: Callable[[int], list[str]] | None = None,
-    pose_method: PoseMethod = "mesh",
+    pose_method: PoseMethod = DEFAULT_POSE_METHOD,
 ) -> list[AlignedPhoto]:
     """Detect, align and pose an un-aligned photo for inversion; save each crop and camera in the output folder.
 

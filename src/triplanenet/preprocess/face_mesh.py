@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import os
 from pathlib import Path
 
@@ -184,19 +183,9 @@ def find_face_mesh_tflite() -> Path:
     Raises:
         CheckpointError: mediapipe is not installed or the file is not in it.
     """
-    try:
-        dist = importlib.metadata.distribution("mediapipe")
-    except importlib.metadata.PackageNotFoundError:
-        raise CheckpointError(
-            f"the face mesh network comes from the {MEDIAPIPE_REQUIREMENT} wheel, which is not installed; "
-            f"install it with `pip install --no-deps {MEDIAPIPE_REQUIREMENT}` (never imported, only read)"
-        ) from None
-    for file in dist.files or ():
-        if str(file).replace("\\", "/").endswith(FACE_MESH_MEMBER):
-            path = Path(str(dist.locate_file(file)))
-            if path.is_file():
-                return path
-    raise CheckpointError(f"mediapipe {dist.version} has no {FACE_MESH_MEMBER}; install {MEDIAPIPE_REQUIREMENT}")
+    from triplanenet.weights import installed_package_file
+
+    return installed_package_file("mediapipe", FACE_MESH_MEMBER, MEDIAPIPE_REQUIREMENT, "face mesh network")
 
 
 def fetch_face_mesh_weights(

@@ -13,13 +13,13 @@ Steps (:func:`prepare_video`):
    jitter without lagging behind or flattening steady motion, and frames without a detection get their value from
    the fit to their neighbours (interpolation). No frame with a face at all raises :class:`NoFaceError`.
 4. Every frame is aligned with its smoothed landmarks (EG3D recipe) and posed with the same estimator as
-   ``preprocess`` / ``invert`` (``pose``: ``"mesh"``, the default, fits the 468-point face mesh of
-   :mod:`~triplanenet.preprocess.mesh_pose` in each crop; ``"mtcnn"`` the 5-landmark mean face,
-   :func:`~triplanenet.preprocess.pose.estimate_pose`); the pose parameters (face angles, unwrapped, and
-   translation) are smoothed again with the same filter and turned into EG3D labels, so the camera does not shake
-   either. With ``"mesh"`` only frames with a detected face are fitted and the others take their pose from the
-   smoothed fit to their neighbours (a face mesh on a frame without a face would be noise); with ``"mtcnn"`` every
-   frame is posed from its (interpolated) landmarks, as before.
+   ``preprocess`` / ``invert`` (``pose``: ``"3ddfa"``, the default, 3DDFA_V2's head-pose regressor on the frame's
+   detected face box; ``"mesh"`` the 468-point face mesh fit; ``"mtcnn"`` the 5-landmark mean face; see
+   :mod:`~triplanenet.preprocess.pose_methods`); the pose parameters (face angles, unwrapped, and translation) are
+   smoothed again with the same filter and turned into EG3D labels, so the camera does not shake either. With
+   ``"3ddfa"`` and ``"mesh"`` only frames with a detected face are posed and the others take their pose from the
+   smoothed fit to their neighbours (a network on a frame without a face would give noise); with ``"mtcnn"`` every
+   frame is posed from its (interpolated) landmarks.
 
 ``smoothing`` is the Gaussian's standard deviation in frames (0 = off: raw per-frame values, missing frames still
 interpolated).
@@ -38,9 +38,9 @@ import torch
 
 from triplanenet.errors import ConfigError, InputImageError
 from triplanenet.preprocess.align import AlignedFace, align_face
-from triplanenet.preprocess.face_mesh import FaceMeshNet, load_face_mesh
 from triplanenet.preprocess.mtcnn import MTCNN, Face, NoFaceError, load_mtcnn
-from triplanenet.preprocess.pose import camera_from_face_pose, estimate_pose
+from triplanenet.preprocess.pose import camera_from_face_pose
+from triplanenet.preprocess.pose_methods import DEFAULT_POSE_METHOD, PoseMethod, PoseNetworks, estimate_face_pose
 
 __all__ = ["PreparedVideo", "prepare_video", "read_video", "smooth_track", "track_faces"]
 
@@ -212,7 +212,7 @@ class PreparedVideo:
         raw_yaw, raw_pitch: (T,) per-frame pose before the camera smoothing (radians, NaN where no face).
         yaw, pitch: (T,) pose of ``labels``.
         detected: (T,) bool, whether MTCNN found the face in that frame (others are interpolated).
-        pose: the camera estimator used (``"mesh"`` or ``"mtcnn"``).
+        pose: the camera estimator used (``"3ddfa"``, ``"mesh"`` or ``"mtcnn"``).
         landmarks: (T, 5, 2) smoothed landmarks in frame pixels; raw_landmarks: as detected (NaN if missed).
         boxes: (T, 4) detected boxes (NaN if missed).
         fps: frames per second of ``inputs``.
@@ -231,7 +231,7 @@ class PreparedVideo:
     boxes: np.ndarray
     fps: float
     frame_size: tuple[int, int]
-    pose: str = "mesh"
+    pose: str = DEFAULT_POSE_METHOD
 
     def __len__(self) -> int:
         return int(self.crops.shape[0])
@@ -252,30 +252,26 @@ def prepare_video(
     pad_mode: Literal["reflect", "edge", "constant"] = "reflect",
     model: MTCNN | None = None,
     min_confidence: float = 0.9,
-    pose: Literal["mesh", "mtcnn"] = "mesh",
-    face_mesh: FaceMeshNet | None = None,
+    pose: PoseMethod = DEFAULT_POSE_METHOD,
+    networks: PoseNetworks | None = None,
 ) -> PreparedVideo:
     """Read, track, smooth, align and pose a clip (see the module docstring).
 
     Args:
-        pose: camera estimator, ``"mesh"`` (default, 468-point face mesh) or ``"mtcnn"`` (5-landmark fit), as
-            ``preprocess --pose``.
-        face_mesh: the face mesh network for ``pose="mesh"`` (:func:`load_face_mesh`; loaded when None).
+        pose: camera estimator, ``"3ddfa"`` (default), ``"mesh"`` or ``"mtcnn"``, as ``preprocess --pose``.
+        networks: the estimator's network (:meth:`PoseNetworks.load`; loaded when None).
 
     Raises:
         InputImageError: unreadable video or no frames; NoFaceError when no frame has a face.
         ConfigError: unknown ``camera`` or ``pose``.
-        CheckpointError: ``pose="mesh"`` and the face-mesh weights are missing (run ``triplanenet fetch-weights``).
+        CheckpointError: the estimator's weights are missing (run ``triplanenet fetch-weights``).
     """
     from triplanenet.eg3d.camera import label_to_yaw_pitch
-    from triplanenet.preprocess.mesh_pose import estimate_pose_mesh
 
     if camera not in ("official", "lookat"):
         raise ConfigError(f"camera must be 'official' or 'lookat', got {camera!r}")
-    if pose not in ("mesh", "mtcnn"):
-        raise ConfigError(f"pose must be 'mesh' or 'mtcnn', got {pose!r}")
-    if pose == "mesh" and face_mesh is None:
-        face_mesh = load_face_mesh()  # missing weights: one error before any frame is read
+    if networks is None or networks.method != pose:
+        networks = PoseNetworks.load(pose)  # unknown method or missing weights: one error before any frame is read
     # Two passes over the file (detect, then align with the smoothed landmarks) keep one frame in memory at a time.
     iterator, fps = read_video(source, max_frames=max_frames, stride=stride)
     name = Path(source).name if isinstance(source, str | os.PathLike) else "video"
@@ -300,19 +296,15 @@ def prepare_video(
         frame_size = (int(frame.shape[0]), int(frame.shape[1]))
         crop = align_face(frame, smooth[index], pad_mode=pad_mode)
         aligned.append(crop)
-        if pose == "mesh":
-            if not detected[index]:
-                continue  # posed from its neighbours below
-            assert face_mesh is not None
-            estimate = estimate_pose_mesh(crop.image, crop.landmarks, face_mesh, camera="official")
-        else:
-            estimate = estimate_pose(crop.landmarks, crop_size=crop.image.shape[0], camera="official")
+        if pose != "mtcnn" and not detected[index]:
+            continue  # posed from its neighbours below
+        estimate = estimate_face_pose(crop, boxes[index], networks, camera="official")
         angles[index], trans[index] = estimate.angles, estimate.translation
         if detected[index]:
             raw_yaw[index], raw_pitch[index] = estimate.yaw, estimate.pitch
     if len(aligned) != count:
         raise InputImageError(f"{name}: the video changed while it was read ({len(aligned)} of {count} frames)")
-    posed = detected if pose == "mesh" else np.ones(count, dtype=bool)
+    posed = detected if pose != "mtcnn" else np.ones(count, dtype=bool)
     angles[posed] = np.unwrap(angles[posed], axis=0)
     angles = smooth_track(angles, posed, smoothing)
     trans = smooth_track(trans, posed, smoothing)
