@@ -330,3 +330,16 @@ def fake_persistent(monkeypatch: pytest.MonkeyPatch) -> type:
             return (_reconstruct_persistent_obj, (self.meta,))
 
     return FakePersistent
+
+
+def real_camera_summary(pose: str) -> dict[str, float]:
+    """MAEs (degrees) of the ``pose`` estimator against the official cameras of the reference pack's 12 real
+    photos, as ``benchmarks/real_cameras.py`` prints them (skips without the pack, like :func:`reference_file`)."""
+    folder = reference_file("real_cameras/dataset.json").parent
+    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, benchmarks)
+    try:
+        import real_cameras
+    finally:
+        sys.path.remove(benchmarks)
+    return real_cameras.summary(real_cameras.evaluate(folder, pose))

