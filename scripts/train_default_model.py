@@ -41,7 +41,8 @@ ENCODER_RUN = CACHE / "runs" / "default_encoder"
 REFINE_RUN = CACHE / "runs" / "default_refine"
 WIDEN_RUN = CACHE / "runs" / "default_widen"
 ANNEAL_RUN = CACHE / "runs" / "default_anneal"
-FINAL_CHECKPOINT = ANNEAL_RUN / "checkpoints" / "last.pt"  # the trained model that sigma and export read
+FOCUS_RUN = CACHE / "runs" / "default_focus"
+FINAL_CHECKPOINT = FOCUS_RUN / "checkpoints" / "last.pt"  # the trained model that sigma and export read
 README_PICTURE = ROOT / "docs" / "images" / "demo_summary.png"
 README_PICTURE_LIMIT = 300_000  # bytes
 
@@ -119,6 +120,25 @@ ANNEAL_OVERRIDES = [
     "lr_triplane=3e-4",
     f"max_steps={WIDEN_STEPS + ANNEAL_STEPS}",
     f"lr_decay_start={WIDEN_STEPS}",
+]
+
+
+# After the anneal, the second branch's MSE on the demo's held-out heads was 50.5 % of the first branch's (the
+# issue asks for at most 50 %), with LPIPS and ID far inside their targets. Continuing the anneal's last step with
+# the second branch's L2 pixel term raised from 4 to 16 (the one loss weight that had moved the validation MSE:
+# 0.00402 -> 0.00391 in a 250-step probe from the refine stage, docs/default_model.md), the rate falling from
+# 1.5e-4 to 1.5e-5 along a half cosine, trades a little LPIPS for MSE.
+FOCUS_STEPS = 1000
+_REPLACED_BY_FOCUS = (*_REPLACED_BY_ANNEAL, "val_every=", "triplane_losses.pixel_weight=")
+FOCUS_OVERRIDES = [
+    *(item for item in ANNEAL_OVERRIDES if not item.startswith(_REPLACED_BY_FOCUS)),
+    f"out={FOCUS_RUN}",
+    "val_every=250",
+    "triplane_losses.pixel_weight=16",
+    "lr_psp=1.5e-4",
+    "lr_triplane=1.5e-4",
+    f"max_steps={WIDEN_STEPS + ANNEAL_STEPS + FOCUS_STEPS}",
+    f"lr_decay_start={WIDEN_STEPS + ANNEAL_STEPS}",
 ]
 
 
@@ -240,6 +260,12 @@ def stage_anneal() -> None:
     _train_stage("anneal", ANNEAL_RUN, ANNEAL_OVERRIDES, WIDEN_RUN / "checkpoints" / f"step_{WIDEN_STEPS:08d}.pt")
 
 
+def stage_focus() -> None:
+    """Continue the anneal's last step with a heavier second-branch pixel term (see FOCUS_OVERRIDES)."""
+    start = ANNEAL_RUN / "checkpoints" / f"step_{WIDEN_STEPS + ANNEAL_STEPS:08d}.pt"
+    _train_stage("focus", FOCUS_RUN, FOCUS_OVERRIDES, start)
+
+
 def _half(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Ship floating weights as float16 (loaders cast back to float32); integers (BN counters) stay as they are."""
     return {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
@@ -315,6 +341,7 @@ STAGES = {
     "refine": stage_refine,
     "widen": stage_widen,
     "anneal": stage_anneal,
+    "focus": stage_focus,
     "export": stage_export,
     "demo": stage_demo,
 }
@@ -384,7 +411,7 @@ def stage_sigma(steps: int = 400) -> None:
 
 STAGES["sigma"] = stage_sigma
 
-ORDER = ["world", "generator", "identity", "encoder", "refine", "widen", "anneal", "sigma", "export", "demo"]
+ORDER = ["world", "generator", "identity", "encoder", "refine", "widen", "anneal", "focus", "sigma", "export", "demo"]
 
 if __name__ == "__main__":
     from triplanenet.perf import tune_cpu_allocator
