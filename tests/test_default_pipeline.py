@@ -174,8 +174,9 @@ def test_verification_scores_hand_computed() -> None:
 
 
 def test_the_training_script_stages_resolve_to_valid_configs() -> None:
-    """The encoder, refine and widen stages' overrides load; refine continues the encoder run where it stopped, and
-    widen starts from refine's last step with the wider second branch and the first branch frozen."""
+    """The encoder, refine, widen, anneal and focus stages' overrides load; refine continues the encoder run where it
+    stopped, widen starts from refine's last step with the wider second branch and the first branch frozen, anneal
+    and focus continue the count at falling learning rates, and the final checkpoint is focus's."""
     import importlib.util
 
     from triplanenet.train.config import load_train_config
@@ -201,6 +202,16 @@ def test_the_training_script_stages_resolve_to_valid_configs() -> None:
     assert widen.triplane_width == 2 and widen.add_triplanenet == 0 and widen.stop_psp == 0
     assert widen.triplane_losses == refine.triplane_losses and widen.lr_triplane == refine.lr_triplane
     assert all(getattr(widen, name) == getattr(refine, name) for name in same) and widen.out not in (refine.out,)
-    order = [script.ORDER.index(name) for name in ("encoder", "refine", "widen", "sigma")]
-    assert order == sorted(order) and order[2] - order[0] == 2
-    assert str(script.FINAL_CHECKPOINT).startswith(widen.out)
+    anneal = load_train_config("paper", script.ANNEAL_OVERRIDES)
+    focus = load_train_config("paper", script.FOCUS_OVERRIDES)
+    assert anneal.init_checkpoint in ("", None) and focus.init_checkpoint in ("", None)  # they resume, not re-init
+    assert anneal.lr_decay_start == widen.max_steps < anneal.max_steps == focus.lr_decay_start < focus.max_steps
+    assert anneal.lr_triplane < widen.lr_triplane and focus.lr_triplane < anneal.lr_triplane
+    assert anneal.triplane_width == focus.triplane_width == 2 and anneal.stop_psp == focus.stop_psp == 0
+    assert anneal.triplane_losses == widen.triplane_losses
+    assert focus.triplane_losses.pixel_weight == 16.0 and focus.triplane_losses.lpips_weight == 1.0
+    assert all(getattr(stage, name) == getattr(widen, name) for stage in (anneal, focus) for name in same)
+    assert len({widen.out, anneal.out, focus.out}) == 3
+    order = [script.ORDER.index(name) for name in ("encoder", "refine", "widen", "anneal", "focus", "sigma")]
+    assert order == sorted(order) and order[-1] - order[0] == 5
+    assert str(script.FINAL_CHECKPOINT).startswith(focus.out)
