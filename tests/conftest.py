@@ -332,9 +332,10 @@ def fake_persistent(monkeypatch: pytest.MonkeyPatch) -> type:
     return FakePersistent
 
 
-def real_camera_summary(pose: str) -> dict[str, float]:
-    """MAEs (degrees) of the ``pose`` estimator against the official cameras of the reference pack's 12 real
-    photos, as ``benchmarks/real_cameras.py`` prints them (skips without the pack, like :func:`reference_file`)."""
+def assert_real_camera_accuracy(pose: str, limits: dict[str, float]) -> None:
+    """The ``pose`` estimator's MAEs (degrees) against the official cameras of the reference pack's 12 real photos,
+    as ``benchmarks/real_cameras.py`` prints them, are each below ``limits[name]`` (``yaw_mae``, ``pitch_mae``,
+    ``rotation_mae``, ``roll_mae``). Skips without the pack, like :func:`reference_file`."""
     folder = reference_file("real_cameras/dataset.json").parent
     benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
     sys.path.insert(0, benchmarks)
@@ -342,4 +343,6 @@ def real_camera_summary(pose: str) -> dict[str, float]:
         import real_cameras
     finally:
         sys.path.remove(benchmarks)
-    return real_cameras.summary(real_cameras.evaluate(folder, pose))
+    measured = real_cameras.summary(real_cameras.evaluate(folder, pose))
+    above = {name: round(measured[name], 3) for name, limit in limits.items() if not measured[name] < limit}
+    assert not above, f"--pose {pose}: {above} not below {limits}"

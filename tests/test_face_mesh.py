@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import real_camera_summary, reference_file
+from conftest import assert_real_camera_accuracy, reference_file
 from triplanenet.eg3d.camera import mirror_label
 from triplanenet.errors import CheckpointError
 from triplanenet.io.tflite import parse_tflite, read_tflite
@@ -302,15 +302,5 @@ def test_realigning_an_official_crop_keeps_it() -> None:
 def test_camera_accuracy_on_real_photos_with_official_cameras() -> None:
     """Our cameras vs the official EG3D ones on the 12 shared photos (docs/cameras.md has the per-photo table)."""
     _mesh_net()
-    s = real_camera_summary("mesh")
-    assert s["yaw_mae"] < YAW_MAE_LIMIT
-    assert s["pitch_mae"] < PITCH_MAE_LIMIT
-    assert s["rotation_mae"] < ROTATION_MAE_LIMIT
-    assert s["roll_mae"] < ROLL_MAE_LIMIT
-
-
-# Measured (docs/cameras.md): yaw 1.56, pitch 2.44, rotation 3.51, roll 0.61 degrees (the same leave-one-out).
-YAW_MAE_LIMIT = 1.65
-PITCH_MAE_LIMIT = 2.55
-ROTATION_MAE_LIMIT = 3.65
-ROLL_MAE_LIMIT = 0.7
+    # Measured (docs/cameras.md): yaw 1.56, pitch 2.44, rotation 3.51, roll 0.61 degrees (the same leave-one-out).
+    assert_real_camera_accuracy("mesh", {"yaw_mae": 1.65, "pitch_mae": 2.55, "rotation_mae": 3.65, "roll_mae": 0.7})

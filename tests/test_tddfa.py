@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import needs_mtcnn, real_camera_summary, reference_file
+from conftest import assert_real_camera_accuracy, needs_mtcnn, reference_file
 from triplanenet.eg3d.camera import mirror_label
 from triplanenet.errors import CheckpointError, InputImageError
 from triplanenet.io.onnx import parse_onnx, read_onnx
@@ -324,16 +324,6 @@ def test_mirrored_photo_gives_mirrored_camera() -> None:
 def test_camera_accuracy_on_real_photos_with_official_cameras() -> None:
     """The default estimator's cameras vs the official EG3D ones on the 12 shared photos (docs/cameras.md)."""
     _net()
-    s = real_camera_summary("3ddfa")
-    assert s["yaw_mae"] < YAW_MAE_LIMIT
-    assert s["pitch_mae"] < PITCH_MAE_LIMIT
-    assert s["rotation_mae"] < ROTATION_MAE_LIMIT
-    assert s["roll_mae"] < ROLL_MAE_LIMIT
-
-
-# Measured (docs/cameras.md, `benchmarks/real_cameras.py`): yaw 1.44, pitch 1.67, rotation 2.61, roll 0.46 degrees
-# (the face-mesh fit: 1.56 / 2.44 / 3.51 / 0.61).
-YAW_MAE_LIMIT = 1.5
-PITCH_MAE_LIMIT = 1.75
-ROTATION_MAE_LIMIT = 2.7
-ROLL_MAE_LIMIT = 0.55
+    # Measured (docs/cameras.md, `benchmarks/real_cameras.py`): yaw 1.44, pitch 1.67, rotation 2.61, roll 0.46 degrees
+    # (the face-mesh fit: 1.56 / 2.44 / 3.51 / 0.61).
+    assert_real_camera_accuracy("3ddfa", {"yaw_mae": 1.5, "pitch_mae": 1.75, "rotation_mae": 2.7, "roll_mae": 0.55})
