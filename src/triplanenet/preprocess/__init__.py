@@ -21,7 +21,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,7 +34,6 @@ from triplanenet.preprocess.align import (
     apply_affine,
     fit_landmarks_pos,
 )
-from triplanenet.preprocess.face_mesh import FaceMeshNet
 from triplanenet.preprocess.mtcnn import (
     LANDMARK_NAMES,
     MTCNN,
@@ -164,11 +163,5 @@ def preprocess_face(
         )
     face = faces[0]
     aligned = align_face(image, face.landmarks, pad_mode=pad_mode, keep_aligned=True)
-    if pose == "mesh" and pitch_offset is not None:
-        from triplanenet.preprocess.mesh_pose import estimate_pose_mesh
-
-        mesh_net = cast(FaceMeshNet, networks.network)
-        estimate = estimate_pose_mesh(aligned.image, aligned.landmarks, mesh_net, camera, pitch_offset=pitch_offset)
-    else:
-        estimate = estimate_face_pose(aligned, face.box, networks, camera=camera)
+    estimate = estimate_face_pose(aligned, face.box, networks, camera=camera, pitch_offset=pitch_offset)
     return PreprocessedFace(face=face, aligned=aligned, pose=estimate)

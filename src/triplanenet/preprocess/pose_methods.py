@@ -76,6 +76,7 @@ def estimate_face_pose(
     box: np.ndarray,
     networks: PoseNetworks,
     camera: Literal["official", "lookat"] = "official",
+    pitch_offset: float | None = None,
 ) -> PoseEstimate:
     """Camera of one aligned face.
 
@@ -84,6 +85,8 @@ def estimate_face_pose(
         box: (4,) the face's MTCNN box ``[x1, y1, x2, y2]`` in the **source photo** (used by ``"3ddfa"``).
         networks: :meth:`PoseNetworks.load` of the estimator.
         camera: ``"official"`` (keeps roll, like EG3D's labels) or ``"lookat"`` (roll-free look-at camera).
+        pitch_offset: ``"mesh"`` only: override :data:`~triplanenet.preprocess.mesh_pose.PITCH_OFFSET`
+            (calibration only).
     """
     if networks.method == "3ddfa":
         from triplanenet.preprocess.tddfa_pose import box_in_crop, estimate_pose_tddfa
@@ -95,5 +98,6 @@ def estimate_face_pose(
         from triplanenet.preprocess.mesh_pose import estimate_pose_mesh
 
         mesh_net = cast("FaceMeshNet", networks.network)
-        return estimate_pose_mesh(aligned.image, aligned.landmarks, mesh_net, camera=camera)
+        kwargs = {} if pitch_offset is None else {"pitch_offset": pitch_offset}
+        return estimate_pose_mesh(aligned.image, aligned.landmarks, mesh_net, camera=camera, **kwargs)
     return estimate_pose(aligned.landmarks, crop_size=aligned.image.shape[0], camera=camera)
